@@ -1,0 +1,214 @@
+"""Deployment settings: one frozen object, read from ``LIMITSTREAM_*`` environment variables.
+
+Read once, by the CLI (never at import time), and passed down. Secrets are held in
+:class:`Secret` so that ``repr()`` of the settings — which ends up in logs — never shows them.
+
+Examples
+--------
+>>> s = Settings.from_env({"LIMITSTREAM_PARTITIONS": "4", "LIMITSTREAM_SASL_PASSWORD": "hunter2"})
+>>> s.partitions
+4
+>>> "hunter2" in repr(s)
+False
+>>> s.topics.transactions
+'transactions'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+PREFIX: Final = "LIMITSTREAM_"
+DEFAULT_POLICY: Final = Path(__file__).resolve().parent.parent / "policies" / "default.toml"
+
+
+class SettingsError(ValueError):
+    """A ``LIMITSTREAM_*`` variable has a value that cannot be used."""
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A value that must never be printed: its repr is masked."""
+
+    value: str
+
+    def __repr__(self) -> str:
+        return "Secret('****')" if self.value else "Secret('')"
+
+    def __bool__(self) -> bool:
+        return bool(self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Topic names. ``LIMITSTREAM_TOPIC_PREFIX`` prefixes all of them (tests use it)."""
+
+    transactions: str = "transactions"
+    repayments: str = "repayments"
+    account_events: str = "account-events"
+    limit_commands: str = "limit-commands"
+    limit_changes: str = "limit-changes"
+    account_status: str = "account-status"
+    decisions: str = "decisions"
+    dead_letter: str = "dead-letter"
+    #: Internal: input that arrived under the wrong key, re-keyed by ``user_id``.
+    rekeyed: str = "limitstream-rekeyed"
+    #: Internal: labelled examples for the single model trainer.
+    labels: str = "limitstream-labels"
+    #: Internal, compacted: HMAC-signed model snapshots read by every worker.
+    model_snapshots: str = "model-snapshots"
+
+    def inputs(self) -> tuple[str, ...]:
+        """The topics the user agent consumes, in a fixed order."""
+        return (
+            self.transactions,
+            self.repayments,
+            self.account_events,
+            self.limit_commands,
+            self.rekeyed,
+        )
+
+    def prefixed(self, prefix: str) -> Topics:
+        return Topics(**{f.name: prefix + getattr(self, f.name) for f in dataclasses.fields(self)})
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSecurity:
+    """Kafka client security, passed through to Faust and aiokafka."""
+
+    protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    sasl_mechanism: str = "PLAIN"  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
+    sasl_username: str = ""
+    sasl_password: Secret = Secret("")
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a worker, the CLI and the replay need to know about the deployment."""
+
+    #: Kafka bootstrap servers (``kafka://host:port``); empty means "start the embedded broker".
+    broker: str = ""
+    app_id: str = "limitstream"
+    #: Partitions of every input topic (they are co-partitioned).
+    partitions: int = 8
+    replication_factor: int = 1
+    #: ``memory://`` (tests, demo) or ``rocksdb://`` (production; needs the rocksdb extra).
+    store: str = "memory://"
+    data_dir: str = ".limitstream-data"
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    policy_file: Path = DEFAULT_POLICY
+    #: ISO 4217 code of the deployment's one currency; any other is bad input.
+    currency: str = "CNY"
+    #: ISO 3166 alpha-2 country of the deployment (cross-border share).
+    home_country: str = "CN"
+    #: Offset of local time from UTC in minutes (night-time share).
+    utc_offset_minutes: int = 480
+    #: Larger input messages go to dead-letter unread.
+    max_message_bytes: int = 16_384
+    #: ``at_least_once`` only: see ``validate``.
+    processing_guarantee: str = "at_least_once"
+    #: Static group membership id (e.g. the StatefulSet pod name); empty disables it.
+    instance_id: str = ""
+    standby_replicas: int = 0
+    #: Key authenticating model snapshots; required to read or publish any snapshot.
+    model_hmac_key: Secret = Secret("")
+    #: The trainer publishes a snapshot every this many labels learnt.
+    snapshot_every_labels: int = 200
+    log_level: str = "warning"
+    topics: Topics = field(default_factory=Topics)
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Build the settings from an environment mapping (``os.environ`` in the CLI)."""
+
+        def get(name: str, default: str) -> str:
+            return env.get(PREFIX + name, default)
+
+        def get_int(name: str, default: int, minimum: int = 0) -> int:
+            raw = get(name, str(default))
+            try:
+                value = int(raw)
+            except ValueError:
+                raise SettingsError(f"{PREFIX}{name}={raw!r}: expected an integer") from None
+            if value < minimum:
+                raise SettingsError(f"{PREFIX}{name}={value}: must be >= {minimum}")
+            return value
+
+        topics = Topics()
+        overrides = {
+            f.name: env[PREFIX + "TOPIC_" + f.name.upper()]
+            for f in dataclasses.fields(Topics)
+            if PREFIX + "TOPIC_" + f.name.upper() in env
+        }
+        if overrides:
+            topics = dataclasses.replace(topics, **overrides)
+        topics = topics.prefixed(get("TOPIC_PREFIX", ""))
+
+        security = KafkaSecurity(
+            protocol=get("SECURITY_PROTOCOL", "PLAINTEXT").upper(),
+            sasl_mechanism=get("SASL_MECHANISM", "PLAIN").upper(),
+            sasl_username=get("SASL_USERNAME", ""),
+            sasl_password=Secret(get("SASL_PASSWORD", "")),
+            ssl_cafile=get("SSL_CAFILE", ""),
+            ssl_certfile=get("SSL_CERTFILE", ""),
+            ssl_keyfile=get("SSL_KEYFILE", ""),
+        )
+        settings = cls(
+            broker=get("BROKER", ""),
+            app_id=get("APP_ID", "limitstream"),
+            partitions=get_int("PARTITIONS", 8, minimum=1),
+            replication_factor=get_int("REPLICATION_FACTOR", 1, minimum=1),
+            store=get("STORE", "memory://"),
+            data_dir=get("DATA_DIR", ".limitstream-data"),
+            web_host=get("WEB_HOST", "127.0.0.1"),
+            web_port=get_int("WEB_PORT", 6066, minimum=1),
+            policy_file=Path(get("POLICY_FILE", str(DEFAULT_POLICY))),
+            currency=get("CURRENCY", "CNY").upper(),
+            home_country=get("HOME_COUNTRY", "CN").upper(),
+            utc_offset_minutes=int(get("UTC_OFFSET_MINUTES", "480")),
+            max_message_bytes=get_int("MAX_MESSAGE_BYTES", 16_384, minimum=256),
+            processing_guarantee=get("PROCESSING_GUARANTEE", "at_least_once"),
+            instance_id=get("INSTANCE_ID", ""),
+            standby_replicas=get_int("STANDBY_REPLICAS", 0),
+            model_hmac_key=Secret(get("MODEL_HMAC_KEY", "")),
+            snapshot_every_labels=get_int("SNAPSHOT_EVERY_LABELS", 200, minimum=1),
+            log_level=get("LOG_LEVEL", "warning").lower(),
+            topics=topics,
+            security=security,
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Refuse settings the engine cannot honour, with the variable to fix."""
+        if self.processing_guarantee != "at_least_once":
+            # Exactly-once needs idempotent/transactional producers end to end; the embedded
+            # broker refuses InitProducerId and returns aborted records to read_committed
+            # readers. limitstream makes at-least-once exact itself (offsets in state, ids).
+            raise SettingsError(
+                f"{PREFIX}PROCESSING_GUARANTEE={self.processing_guarantee!r} is not supported: "
+                "limitstream runs at_least_once and de-duplicates by offset and event_id "
+                "(exactly_once needs transactional producers end to end)"
+            )
+        if not self.store.startswith(("memory://", "rocksdb://")):
+            raise SettingsError(f"{PREFIX}STORE={self.store!r}: use memory:// or rocksdb://")
+        if len(self.currency) != 3 or not self.currency.isalpha():
+            raise SettingsError(f"{PREFIX}CURRENCY={self.currency!r}: expected an ISO 4217 code")
+        if self.security.protocol not in {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}:
+            raise SettingsError(f"{PREFIX}SECURITY_PROTOCOL={self.security.protocol!r}: unknown")
+
+    @property
+    def uses_embedded_broker(self) -> bool:
+        return not self.broker
+
+    def with_broker(self, url: str) -> Settings:
+        return dataclasses.replace(self, broker=url)
