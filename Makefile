@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean promtool
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/limitstream demo
 
-test: $(STAMP)
+test: $(STAMP) promtool
 	$(BIN)/ruff check streams features policies agents tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
@@ -30,3 +30,12 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .limitstream-data .pytest_cache .mypy_cache .ruff_cache
+
+# promtool (the alert-rule tests) comes with Debian's `prometheus` package; the real-scrape
+# test also runs its `prometheus` server. Installed once, when missing. On a machine with
+# systemd the package also starts a Prometheus on :9090 (`systemctl disable --now prometheus`).
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }

@@ -122,6 +122,8 @@ class Settings:
     model_hmac_key: Secret = Secret("")
     #: The trainer publishes a snapshot every this many labels learnt.
     snapshot_every_labels: int = 200
+    #: The River pipeline the trainer learns (policies.model.RiskModel kinds).
+    model_kind: str = "logistic"
     log_level: str = "warning"
     topics: Topics = field(default_factory=Topics)
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
@@ -181,6 +183,7 @@ class Settings:
             standby_replicas=get_int("STANDBY_REPLICAS", 0),
             model_hmac_key=Secret(get("MODEL_HMAC_KEY", "")),
             snapshot_every_labels=get_int("SNAPSHOT_EVERY_LABELS", 200, minimum=1),
+            model_kind=get("MODEL_KIND", "logistic"),
             log_level=get("LOG_LEVEL", "warning").lower(),
             topics=topics,
             security=security,
@@ -203,6 +206,12 @@ class Settings:
             raise SettingsError(f"{PREFIX}STORE={self.store!r}: use memory:// or rocksdb://")
         if len(self.currency) != 3 or not self.currency.isalpha():
             raise SettingsError(f"{PREFIX}CURRENCY={self.currency!r}: expected an ISO 4217 code")
+        if self.model_hmac_key and len(self.model_hmac_key.value.encode()) < 16:
+            raise SettingsError(f"{PREFIX}MODEL_HMAC_KEY: at least 16 bytes (e.g. 32 random "
+                                "hex characters from a secret store)")
+        if self.model_kind not in ("logistic", "logistic_adagrad"):
+            raise SettingsError(f"{PREFIX}MODEL_KIND={self.model_kind!r}: logistic or "
+                                "logistic_adagrad")
         if self.security.protocol not in {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}:
             raise SettingsError(f"{PREFIX}SECURITY_PROTOCOL={self.security.protocol!r}: unknown")
 

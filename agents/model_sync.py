@@ -1,0 +1,193 @@
+"""One trainer, many scorers: the Faust shell around :mod:`policies.scorer`.
+
+* The **trainer** is an agent on the labels topic. The topic has one partition, so Faust gives
+  it to exactly one worker. It learns each label prequentially and publishes an HMAC-signed
+  snapshot every ``LIMITSTREAM_SNAPSHOT_EVERY_LABELS`` labels. When it (re)starts, it resumes
+  from the newest snapshot and reads the labels between that snapshot and its group's
+  committed offset directly, so a restart loses nothing it learnt.
+* Every worker runs a **follower**: a group-less reader of the snapshots topic that verifies
+  each snapshot (a snapshot that fails the HMAC check is refused, counted and logged) and
+  installs the newest in the worker's :class:`~policies.scorer.Scorer`. Every decision then
+  carries that snapshot's model version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import faust
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from agents.metrics import Metrics
+from policies.scorer import Scorer, Trainer
+from policies.snapshot import Snapshot, SnapshotRejected, verify_snapshot
+from streams.app import aiokafka_kwargs
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_KEY = b"model"
+#: The follower's poll; also how stale a worker's model may be behind a new snapshot.
+FOLLOW_POLL_MS = 500
+
+
+class ModelSync:
+    """The snapshot follower and the trainer agent of one worker."""
+
+    def __init__(self, app: faust.App, settings: Settings, scorer: Scorer,
+                 metrics: Metrics, model_kind: str = "logistic") -> None:
+        self.app = app
+        self.settings = settings
+        self.scorer = scorer
+        self.metrics = metrics
+        self.model_kind = model_kind
+        self.key = settings.model_hmac_key.value.encode()
+        self.latest: Snapshot | None = None
+        #: Set once the follower has read the snapshots topic up to its end at start-up.
+        self.caught_up = asyncio.Event()
+        self.trainer: Trainer | None = None
+        self.learnt_since_snapshot = 0
+        raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+        self.labels = app.topic(settings.topics.labels, partitions=1, **raw)
+        self.snapshots = app.topic(settings.topics.model_snapshots, partitions=1, **raw)
+        app.agent(self.labels, name="trainer")(self._train)
+        app.task(self._follow)
+        self.metrics.set_model(scorer.model.version if scorer.model else "untrained", "rules")
+
+    # -- follower ------------------------------------------------------------------------------
+
+    def offer(self, raw: bytes) -> bool:
+        """Verify a snapshot and install it if it is newer than the one served."""
+        try:
+            snap = verify_snapshot(raw, key=self.key)
+        except SnapshotRejected as exc:
+            self.metrics.snapshots_refused.labels(reason=exc.reason).inc()
+            log.error("model snapshot refused (%s): %s", exc.reason, exc)
+            return False
+        if self.latest is not None and snap.labels_offset <= self.latest.labels_offset:
+            return False
+        self.scorer.install_snapshot(snap)
+        self.latest = snap
+        self.metrics.snapshots_loaded.inc()
+        self.metrics.set_model(snap.version, "rules" if self.scorer.fallback_reason else "model")
+        quality = snap.meta.get("quality") or {}
+        if isinstance(quality, dict):
+            self.metrics.model_roc_auc.set(float(quality.get("roc_auc", float("nan"))))
+            self.metrics.model_log_loss.set(float(quality.get("log_loss", float("nan"))))
+        return True
+
+    async def _follow(self) -> None:
+        delay = 1.0
+        while True:
+            try:
+                await self._follow_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.metrics.agent_errors.labels(stage="model_sync").inc()
+                log.exception("model snapshot follower failed; restarting in %.0f s", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _follow_once(self) -> None:
+        tp = TopicPartition(self.settings.topics.model_snapshots, 0)
+        consumer = AIOKafkaConsumer(**aiokafka_kwargs(self.settings), group_id=None,
+                                    enable_auto_commit=False, max_partition_fetch_bytes=2**24)
+        await consumer.start()
+        try:
+            consumer.assign([tp])
+            end = (await consumer.end_offsets([tp]))[tp]
+            # The newest snapshot is all a worker needs; read a few before it in case the
+            # broker's end offset is stale (seen on the embedded broker).
+            consumer.seek(tp, max(0, end - 3))
+            if end == 0:
+                self.caught_up.set()
+            while True:
+                batch = await consumer.getmany(tp, timeout_ms=FOLLOW_POLL_MS)
+                for rec in batch.get(tp, []):
+                    if rec.value is not None:
+                        self.offer(rec.value)
+                if not self.caught_up.is_set() and await consumer.position(tp) >= end:
+                    self.caught_up.set()
+        finally:
+            await consumer.stop()
+
+    # -- trainer -------------------------------------------------------------------------------
+
+    async def _train(self, stream: faust.StreamT[bytes]) -> None:
+        batches = stream.take_events(500, within=1.0)  # type: ignore[attr-defined]
+        async for events in batches:
+            try:
+                await self._learn_batch(events)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Labels are produced by limitstream itself; one that fails is a bug. Count it
+                # and keep learning from the others.
+                self.metrics.agent_errors.labels(stage="trainer").inc()
+                log.exception("trainer batch failed")
+
+    async def _resume(self, first_offset: int) -> Trainer:
+        """The trainer to continue with: from the newest snapshot, plus the labels between
+        that snapshot and ``first_offset`` (committed by a trainer that died before its next
+        snapshot)."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.caught_up.wait(), timeout=30)
+        trainer = (Trainer.restore(self.latest) if self.latest is not None
+                   else Trainer(self.model_kind))
+        if trainer.labels_offset + 1 < first_offset:
+            await self._read_gap(trainer, trainer.labels_offset + 1, first_offset)
+        return trainer
+
+    async def _read_gap(self, trainer: Trainer, start: int, stop: int) -> None:
+        tp = TopicPartition(self.settings.topics.labels, 0)
+        consumer = AIOKafkaConsumer(**aiokafka_kwargs(self.settings), group_id=None,
+                                    enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+            while await consumer.position(tp) < stop:
+                batch = await consumer.getmany(tp, timeout_ms=2000)
+                if not batch:
+                    break
+                for rec in batch.get(tp, []):
+                    if rec.offset < stop:
+                        self._learn_one(trainer, rec.value, rec.offset)
+        finally:
+            await consumer.stop()
+
+    def _learn_one(self, trainer: Trainer, raw: bytes | None, offset: int) -> None:
+        label = orjson.loads(raw or b"{}")
+        if trainer.learn(label["x"], int(label["label"]), offset):
+            self.metrics.labels_learned.inc()
+            self.learnt_since_snapshot += 1
+
+    async def _learn_batch(self, events: list[Any]) -> None:
+        first = events[0].message.offset
+        if self.trainer is None or first > self.trainer.labels_offset + 1:
+            # First batch, or the labels partition was elsewhere meanwhile (a rebalance): the
+            # newest snapshot, plus the labels after it, is the truth.
+            self.trainer = await self._resume(first)
+        trainer = self.trainer
+        drift_before = trainer.quality.drift_detected_count
+        for ev in events:
+            self._learn_one(trainer, ev.message.value, ev.message.offset)
+        if trainer.quality.drift_detected_count > drift_before:
+            self.metrics.drift_detections.inc(trainer.quality.drift_detected_count - drift_before)
+        if self.learnt_since_snapshot >= self.settings.snapshot_every_labels:
+            await self.publish(trainer)
+
+    async def publish(self, trainer: Trainer) -> None:
+        if not self.key:
+            log.error("LIMITSTREAM_MODEL_HMAC_KEY is not set: the trainer cannot publish")
+            return
+        raw = trainer.snapshot(self.key, created_ts=int(time.time() * 1000))
+        # Wait for delivery: a restarted trainer resumes from the newest delivered snapshot.
+        await (await self.snapshots.send(key=SNAPSHOT_KEY, value=raw))
+        self.learnt_since_snapshot = 0

@@ -1,0 +1,189 @@
+"""The user agent: the thin Faust shell around :class:`policies.processor.Processor`.
+
+One agent consumes every input topic (and the internal re-key topic) as raw bytes, so Faust
+never drops a record it cannot decode, and so one user's events are applied by one coroutine
+with no ``await`` between reading a state and writing it back.
+
+Per batch of records (``take_events``):
+
+1. the processor applies them to the users' states (pure; bad records become dead letters);
+2. every output is sent and its delivery awaited;
+3. only then is each touched user's state written to the table, once, with the offsets it
+   has applied inside it.
+
+Faust acks the batch's records after this body returns and flushes the producer (changelog
+included) before it commits offsets. So after a crash, a record is either in a stored state
+(its redelivery is a counted duplicate, its outputs were delivered before the state was
+written) or not (it is applied again and re-sends the same outputs, with the same ids).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, Final
+
+import faust
+import orjson
+
+from agents.metrics import Metrics
+from policies.engine import UserState
+from policies.processor import REKEYED, SOURCE_HEADER, BatchResult, Processor, RawRecord
+from streams.codec import encode
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Records per batch, and the longest a record waits for its batch to fill (latency bound).
+BATCH_MAX: Final = 1000
+BATCH_WITHIN_S: Final = 0.01
+
+
+def _header(headers: Any, name: str) -> str:
+    if not headers:
+        return ""
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    for k, v in items:
+        if k == name:
+            return v.decode() if isinstance(v, bytes) else str(v)
+    return ""
+
+
+class UserAgent:
+    """Owns the user table, the output topics and the processing of input batches."""
+
+    def __init__(self, app: faust.App, settings: Settings, processor: Processor,
+                 metrics: Metrics) -> None:
+        self.app = app
+        self.settings = settings
+        self.processor = processor
+        self.metrics = metrics
+        t = settings.topics
+        raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+        n = settings.partitions
+        self.logical = {t.transactions: "transactions", t.repayments: "repayments",
+                        t.account_events: "account-events", t.limit_commands: "limit-commands",
+                        t.rekeyed: REKEYED}
+        self.inputs = app.topic(*t.inputs(), partitions=n, **raw)
+        self.outputs = {
+            "limit-changes": app.topic(t.limit_changes, partitions=n, **raw),
+            "account-status": app.topic(t.account_status, partitions=n, **raw),
+            "decisions": app.topic(t.decisions, partitions=n, **raw),
+            "dead-letter": app.topic(t.dead_letter, partitions=n, **raw),
+            REKEYED: app.topic(t.rekeyed, partitions=n, **raw),
+            # One partition: a single trainer owns every label (Faust assigns it).
+            "labels": app.topic(t.labels, partitions=1, **raw),
+        }
+        # Keys are raw user_id bytes and the changelog partition is the key's partition
+        # (use_partitioner): the same partition as the user's input records, so recovery and
+        # web routing find the user where its events are consumed.
+        # key_type/value_type bytes is what makes Faust use the raw codec for the changelog
+        # *and* its recovery (a Schema alone leaves recovery decoding JSON).
+        self.users = app.Table("users", default=None, partitions=n, use_partitioner=True,
+                               key_type=bytes, value_type=bytes)
+        self.agent = app.agent(self.inputs, name="users")(self._run)
+        #: user_id -> (status, stage, limit) of the users stored by this worker (gauges).
+        self.summary: dict[str, tuple[str, int, int]] = {}
+        self.summary_generation = -1
+
+    def rebuild_summary(self) -> None:
+        """Re-read the summary from the local table (after a rebalance moved users)."""
+        self.summary = {}
+        for key, raw in self.users.items():
+            if raw is not None:
+                a = orjson.loads(raw)["a"]
+                self.summary[key.decode()] = (a["status"], a["stage"], a["limit"])
+
+    # -- the agent ---------------------------------------------------------------------------
+
+    async def _run(self, stream: faust.StreamT[bytes]) -> None:
+        # take_events is missing from faust's StreamT protocol, not from Stream.
+        batches = stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S)  # type: ignore[attr-defined]
+        async for events in batches:
+            # Until handle() returns, nothing of the batch is stored or acked, and the outputs
+            # are deterministic: a failed attempt (broker unreachable) is simply tried again.
+            delay = 0.5
+            while True:
+                try:
+                    await self.handle(events)
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    self.metrics.agent_errors.labels(stage="send").inc()
+                    log.exception("batch of %d records failed; retrying in %.1f s",
+                                  len(events), delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+
+    def load(self, user_id: str) -> UserState | None:
+        raw = self.users.get(user_id.encode())
+        return None if raw is None else UserState.from_dict(orjson.loads(raw))
+
+    def to_raw(self, events: list[faust.EventT[bytes]]) -> list[RawRecord]:
+        records = []
+        for ev in events:
+            m = ev.message
+            logical = self.logical[m.topic]
+            records.append(RawRecord(
+                topic=logical, partition=m.partition, offset=m.offset, key=m.key, value=m.value,
+                timestamp_ms=int(m.timestamp * 1000),
+                source=_header(m.headers, SOURCE_HEADER) if logical == REKEYED else "",
+            ))
+        return records
+
+    async def handle(self, events: list[faust.EventT[bytes]]) -> BatchResult:
+        records = self.to_raw(events)
+        t0 = time.perf_counter()
+        result = self.processor.process(records, self.load)
+        elapsed = time.perf_counter() - t0
+        futures = []
+        for out in result.outputs:
+            topic = self.outputs[out.topic]
+            if out.topic == REKEYED:
+                futures.append(await topic.send(
+                    key=out.key.encode(), value=out.value["raw"],
+                    headers={SOURCE_HEADER: out.value["source"].encode()}))
+            else:
+                futures.append(await topic.send(key=out.key.encode() or None,
+                                                value=encode(out.value)))
+        if futures:
+            await asyncio.gather(*futures)
+        for uid, state in result.states.items():
+            self.users[uid.encode()] = encode(state.to_dict())
+            a = state.account
+            self.summary[uid] = (a.status.value, a.stage, a.limit)
+        self.observe(result, records, elapsed)
+        return result
+
+    def observe(self, result: BatchResult, records: list[RawRecord], elapsed: float) -> None:
+        m = self.metrics
+        now = time.time()
+        per_event = elapsed / max(1, len(records))
+        for a in result.applied:
+            m.events.labels(topic=a.record.topic if a.record.topic != REKEYED
+                            else a.record.source, kind=a.event.kind).inc()
+            m.processing.labels(topic=a.record.topic).observe(per_event)
+            r = a.result
+            if r.late_events:
+                m.late_events.inc(r.late_events)
+            if r.expired_labels:
+                m.labels_expired.inc(r.expired_labels)
+            for label in r.labels:
+                m.labels_emitted.labels(label=str(label)).inc()
+            for d in r.decisions:
+                m.decisions.labels(action=d.action.value).inc()
+                if r.fallback_reason:
+                    m.fallback_decisions.labels(reason=r.fallback_reason).inc()
+            if r.outputs and a.record.timestamp_ms:
+                m.decision_latency.observe(max(0.0, now - a.record.timestamp_ms / 1000))
+        for (topic, code), n in result.dead_letters.items():
+            m.dead_letters.labels(topic=topic, reason=code).inc(n)
+        for (topic, cause), n in result.duplicates.items():
+            m.duplicates.labels(topic=topic, cause=cause).inc(n)
+        for topic, n in result.rekeyed.items():
+            m.rekeyed.labels(topic=topic).inc(n)
+        if result.errors:
+            m.agent_errors.labels(stage="process").inc(result.errors)

@@ -1,0 +1,114 @@
+"""Builds a worker: the Faust app, its agents, views, metrics and model sync, from settings."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+
+import faust
+from prometheus_client import CollectorRegistry
+
+from agents.metrics import Metrics, install_faust_monitor
+from agents.model_sync import ModelSync
+from agents.user_agent import UserAgent
+from agents.web import is_ready, register_views
+from features import FeatureConfig
+from policies.engine import Engine
+from policies.processor import Processor
+from policies.rules import rule_risk
+from policies.scorer import Gate, Scorer
+from policies.spec import Policy, load_policy
+from streams.app import create_app
+from streams.codec import Limits
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: How often the population gauges are recomputed from the local table.
+GAUGE_INTERVAL_S = 10.0
+
+
+@dataclass
+class Runtime:
+    """A built (not yet started) worker and the pieces tests and the CLI reach into."""
+
+    app: faust.App
+    settings: Settings
+    policy: Policy
+    registry: CollectorRegistry
+    metrics: Metrics
+    users: UserAgent
+
+
+def feature_config(settings: Settings) -> FeatureConfig:
+    return FeatureConfig(home_country=settings.home_country,
+                         utc_offset_minutes=settings.utc_offset_minutes)
+
+
+def gate(policy: Policy) -> Gate:
+    m = policy.model
+    return Gate(min_labels=m.min_labels, min_auc=m.min_auc, max_log_loss=m.max_log_loss)
+
+
+def build(settings: Settings) -> Runtime:
+    app = create_app(settings)
+    registry = CollectorRegistry()
+    metrics = Metrics.create(registry)
+    install_faust_monitor(app, registry)
+    policy = load_policy(settings.policy_file)
+    scorer = Scorer(gate(policy), lambda x: rule_risk(x, policy))
+    engine = Engine(policy, feature_config(settings), scorer.risk, settings.currency)
+    processor = Processor(engine, Limits(settings.currency, settings.max_message_bytes),
+                          settings.partitions)
+    users = UserAgent(app, settings, processor, metrics)
+    register_views(app, users, registry)
+    ModelSync(app, settings, scorer, metrics, settings.model_kind)
+    rt = Runtime(app, settings, policy, registry, metrics, users)
+
+    @app.timer(interval=GAUGE_INTERVAL_S)  # type: ignore[untyped-decorator]  # faust: no types
+    async def refresh_gauges() -> None:
+        # An exception in a Faust timer stops the whole worker: never let one escape.
+        try:
+            refresh_population(rt)
+        except Exception:
+            metrics.agent_errors.labels(stage="timer").inc()
+            log.exception("refreshing the population gauges failed")
+
+    return rt
+
+
+def refresh_population(rt: Runtime) -> None:
+    """Users per status and stage, total limit extended, table size.
+
+    The agent keeps a small per-user summary as it stores states; after a rebalance (users
+    moved between workers) the summary is rebuilt once from the local table.
+    """
+    users = rt.users
+    if users.summary_generation != rt.app.rebalancing_count:
+        users.rebuild_summary()
+        users.summary_generation = rt.app.rebalancing_count
+    counts: Counter[tuple[str, str]] = Counter()
+    total_limit = 0
+    for status, stage, limit in users.summary.values():
+        # stage "" outside probation (the dashboard's convention)
+        counts[(status, str(stage) if stage else "")] += 1
+        total_limit += limit
+    m = rt.metrics
+    m.users_by_status.clear()
+    for (status, stage_label), c in counts.items():
+        m.users_by_status.labels(status=status, stage=stage_label).set(c)
+    m.limit_extended.set(total_limit)
+    m.table_users.set(len(users.summary))
+    m.ready.set(1 if is_ready(rt.app) else 0)
+
+
+def run_worker(settings: Settings) -> None:
+    """Run a worker until SIGTERM/SIGINT (Faust hands partitions over cleanly)."""
+    rt = build(settings)
+    # web host/port/bind come from the app's configuration (streams.app.create_app).
+    worker = faust.Worker(rt.app, loglevel=settings.log_level)
+    # At log level warn/error Faust's terminal spinner sets the root logger to DEBUG: every
+    # debug call in faust and aiokafka then builds a record (about a fifth of the time).
+    worker.spinner = None
+    worker.execute_from_commandline()

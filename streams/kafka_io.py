@@ -1,0 +1,150 @@
+"""Plain aiokafka clients for the CLI: create topics, publish a recorded log, read a topic.
+
+The recorded log is JSON Lines, one record per line::
+
+    {"topic": "transactions", "key": "u000001", "value": {...event...}}
+
+``topic`` is a logical name (``transactions``, ``repayments``, ``account-events``,
+``limit-commands``; the settings map it to the real topic) or a literal topic name. A test
+harness may give ``value_raw`` (a string published byte for byte) instead of ``value``, to
+publish malformed input on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from streams.app import aiokafka_kwargs
+from streams.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    """One line of a recorded log."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+def logical_topics(settings: Settings) -> dict[str, str]:
+    """Logical name (the ``Topics`` field, or its default topic name) -> real topic name."""
+    t = settings.topics
+    names = {f.name: getattr(t, f.name) for f in dataclasses.fields(t)}
+    defaults = {f.name: f.default for f in dataclasses.fields(t)}
+    return {**names, **{str(defaults[k]): v for k, v in names.items()}}
+
+
+def parse_log_line(line: bytes | str) -> LogRecord:
+    obj = orjson.loads(line)
+    key = obj.get("key")
+    if "value_raw" in obj:
+        value = obj["value_raw"].encode()
+    elif "value_b64" in obj:
+        value = base64.b64decode(obj["value_b64"])
+    else:
+        value = orjson.dumps(obj["value"])
+    return LogRecord(obj["topic"], key.encode() if isinstance(key, str) else None, value)
+
+
+def read_log(path: Path) -> Iterator[LogRecord]:
+    with path.open("rb") as f:
+        for line in f:
+            if line.strip():
+                yield parse_log_line(line)
+
+
+def topic_specs(settings: Settings) -> list[NewTopic]:
+    """Every topic limitstream uses, with its partition count and configuration."""
+    t, n, rf = settings.topics, settings.partitions, settings.replication_factor
+    # Tansu (the embedded broker) and librdkafka clients want explicit retention configs.
+    keep = {"retention.ms": str(7 * 86_400_000), "retention.bytes": "-1"}
+    specs = [NewTopic(name, n, rf, topic_configs=keep) for name in (
+        t.transactions, t.repayments, t.account_events, t.limit_commands, t.rekeyed,
+        t.limit_changes, t.account_status, t.decisions, t.dead_letter)]
+    specs.append(NewTopic(t.labels, 1, rf, topic_configs=keep))
+    specs.append(NewTopic(t.model_snapshots, 1, rf,
+                          topic_configs={"cleanup.policy": "compact", "retention.ms": "-1"}))
+    return specs
+
+
+async def ensure_topics(settings: Settings) -> None:
+    """Create the topics that do not exist yet (Kafka's auto-create would get counts wrong)."""
+    admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [s for s in topic_specs(settings) if s.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # another process created them in between
+    finally:
+        await admin.close()
+
+
+async def produce(settings: Settings, records: Iterable[LogRecord],
+                  rate: float = 0.0) -> int:
+    """Publish ``records`` in order (``rate`` records/s when > 0); returns the count."""
+    names = logical_topics(settings)
+    producer = AIOKafkaProducer(**aiokafka_kwargs(settings), linger_ms=5,
+                                max_batch_size=256 * 1024, acks="all")
+    await producer.start()
+    n = 0
+    try:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        for rec in records:
+            await producer.send(names.get(rec.topic, rec.topic), rec.value, key=rec.key)
+            n += 1
+            if rate > 0 and n % 100 == 0:
+                ahead = t0 + n / rate - loop.time()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return n
+
+
+async def consume(settings: Settings, topic: str, *, count: int = 0, timeout: float = 10.0,
+                  from_beginning: bool = True) -> AsyncIterator[dict[str, Any]]:
+    """Yield the records of ``topic`` as dicts until ``count`` records or ``timeout`` seconds
+    without a new record. No consumer group: reading commits nothing."""
+    names = logical_topics(settings)
+    consumer = AIOKafkaConsumer(
+        names.get(topic, topic), **aiokafka_kwargs(settings), group_id=None,
+        auto_offset_reset="earliest" if from_beginning else "latest", enable_auto_commit=False)
+    await consumer.start()
+    seen = 0
+    try:
+        while not count or seen < count:
+            batch = await consumer.getmany(timeout_ms=int(timeout * 1000))
+            if not batch:
+                return
+            for tp_records in batch.values():
+                for r in tp_records:
+                    try:
+                        value: Any = orjson.loads(r.value) if r.value is not None else None
+                    except orjson.JSONDecodeError:
+                        value = {"value_b64": base64.b64encode(r.value or b"").decode()}
+                    yield {"topic": r.topic, "partition": r.partition, "offset": r.offset,
+                           "key": r.key.decode("utf-8", "replace") if r.key else None,
+                           "value": value}
+                    seen += 1
+                    if count and seen >= count:
+                        return
+    finally:
+        await consumer.stop()

@@ -1,0 +1,506 @@
+"""The limit policy's stories, one test each, on hand-built observations (pure: no engine)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import orjson
+import pytest
+
+from features.outcome import Outcome
+from policies import (
+    Account,
+    Action,
+    CommandRejected,
+    Decision,
+    Observation,
+    Policy,
+    Risk,
+    Status,
+    decide,
+    is_decision_point,
+    neutral_features,
+    new_account,
+    parse_policy,
+)
+from policies.reasons import REGISTRY
+from policies.spec import load_policy
+from streams.records import (
+    AccountClosed,
+    AccountOpened,
+    IncomeReported,
+    InputEvent,
+    InstallmentDue,
+    InstallmentOverdue,
+    InstallmentPaid,
+    LimitCommand,
+    Transaction,
+)
+from streams.settings import DEFAULT_POLICY
+
+POLICY = load_policy(DEFAULT_POLICY)
+T0 = 1_767_225_600_000  # 2026-01-01
+DAY = 86_400_000
+CONTRIB = (("late_count_12", 1.2), ("utilization", -0.3))
+
+#: What a steady, established good payer looks like to the policy.
+GOOD: dict[str, float] = {
+    "ontime_count_12": 6, "late_count_12": 0, "utilization": 0.75, "utilization_peak_30d": 0.85,
+    "income_monthly": 1_000_000, "debt_to_income": 0.2, "inflow_trend": 1.0,
+}
+
+
+def at(day: float) -> int:
+    return T0 + int(day * DAY)
+
+
+_n = 0
+
+
+def _eid() -> str:
+    global _n
+    _n += 1
+    return f"e{_n}"
+
+
+def tx(day: float, amount: int = 10_000) -> Transaction:
+    return Transaction(_eid(), "u1", at(day), "purchase", amount, "CNY", "5411")
+
+
+def paid(day: float, inst: str = "i1") -> InstallmentPaid:
+    return InstallmentPaid(_eid(), "u1", at(day), inst, 10_000, "CNY")
+
+
+def overdue(day: float, inst: str = "i1", dpd: int = 5) -> InstallmentOverdue:
+    return InstallmentOverdue(_eid(), "u1", at(day), inst, dpd)
+
+
+def opened(day: float, initial: int, income: int = 0) -> AccountOpened:
+    return AccountOpened(_eid(), "u1", at(day), initial, "CNY", income)
+
+
+def cmd(day: float, kind: Any, operator: str = "ops-1", new_limit: int = 0) -> LimitCommand:
+    return LimitCommand(_eid(), "u1", at(day), kind, operator, "ticket 42", new_limit,
+                        "CNY" if kind == "set_limit" else "")
+
+
+def ontime(inst: str = "i1") -> Outcome:
+    return Outcome(inst, "paid_in_full", 0, 10_000, T0)
+
+
+def late(inst: str = "i1", dpd: int = 5) -> Outcome:
+    return Outcome(inst, "overdue", dpd, 10_000, T0)
+
+
+def obs(event: InputEvent, pd: float = 0.02, *, outcome: Outcome | None = None,
+        anomaly: float | None = None, fallback: str = "", **features: float) -> Observation:
+    """An observation: neutral features with ``features`` replaced, a score ``pd``."""
+    source = "rules" if fallback else "model"
+    return Observation(event, neutral_features(**features),
+                       Risk(pd, source, "m-1", fallback, CONTRIB), outcome, anomaly)
+
+
+def step(acc: Account, o: Observation, policy: Policy = POLICY) -> tuple[Account, Decision]:
+    new, decisions = decide(acc, o, policy)
+    assert len(decisions) == 1, decisions
+    d = decisions[0]
+    assert 1 <= len(d.reasons) <= 4 and all(r in REGISTRY for r in d.reasons)
+    assert (d.old_limit, d.old_status, d.old_stage) == (acc.limit, acc.status, acc.stage)
+    assert (d.new_limit, d.new_status, d.new_stage) == (new.limit, new.status, new.stage)
+    return new, d
+
+
+def account(day: float = 0, limit: int = 300_000, **kw: Any) -> Account:
+    """An ACTIVE account opened on ``day`` (default limit overridden)."""
+    return dataclasses.replace(new_account(POLICY, at(day)), limit=limit, **kw)
+
+
+def suspended(day: float = 0, base: int = 400_000) -> Account:
+    acc, d = step(account(-200, limit=base),
+                  obs(overdue(day, dpd=40), outcome=late(dpd=40), late_count_12=1,
+                      max_dpd_90d=40, overdue_amount=10_000))
+    assert d.action is Action.SUSPEND and d.reasons[0] == "SEVERE_DELINQUENCY"
+    return acc
+
+
+# -- the stories ----------------------------------------------------------------------------
+
+
+def test_steady_good_payer_grows_step_by_step_with_a_cooldown() -> None:
+    acc = account(0)
+    acc, d = step(acc, obs(paid(100), outcome=ontime(), **GOOD))
+    assert d.action is Action.RAISE
+    assert (d.old_limit, d.new_limit) == (300_000, 360_000)  # +20 %, a multiple of 1.00
+    assert d.reasons == ("LOW_RISK_SCORE", "ONTIME_HISTORY", "HIGH_UTILIZATION_DEMAND",
+                         "INCOME_SUPPORTS")
+    assert d.top_features == CONTRIB  # the score drove it: its features are shown
+    # inside the cooldown: nothing moves, and the decision says why
+    acc, d = step(acc, obs(paid(120, "i2"), outcome=ontime("i2"), **GOOD))
+    assert d.action is Action.HOLD and d.reasons == ("RECENT_LIMIT_CHANGE",)
+    acc, d = step(acc, obs(paid(131, "i3"), outcome=ontime("i3"), **GOOD))
+    assert (d.action, d.new_limit) == (Action.RAISE, 432_000)
+
+
+def test_raise_is_bounded_by_the_absolute_step_and_the_income_cap() -> None:
+    acc, d = step(account(0, limit=4_000_000), obs(paid(100), **{**GOOD, "income_monthly": 3e6}))
+    assert d.new_limit - d.old_limit == POLICY.increase.max_step_abs
+    acc, d = step(account(0, limit=1_100_000), obs(paid(100), **{**GOOD, "income_monthly": 4e5}))
+    assert d.action is Action.RAISE and d.new_limit == 1_200_000  # 3 x 400,000.00 minor
+    assert d.reasons[-1] == "INCOME_CAP"
+    acc, d = step(acc, obs(paid(200), **{**GOOD, "income_monthly": 4e5}))
+    assert d.action is Action.HOLD and d.reasons[0] == "AT_MAXIMUM_LIMIT"
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"ontime_count_12": 1}, "FEW_ONTIME_PAYMENTS"),
+    ({"late_count_12": 1}, "RECENT_LATE_PAYMENT"),
+    ({"utilization": 0.2, "utilization_peak_30d": 0.3}, "LOW_UTILIZATION"),
+    ({"income_monthly": 0}, "INCOME_NOT_VERIFIED"),
+    ({"debt_to_income": 0.5}, "DTI_TOO_HIGH_FOR_INCREASE"),
+    ({"inflow_trend": 0.8}, "INCOME_TREND_WEAK"),
+    ({"overdue_amount": 5_000}, "ARREARS_OUTSTANDING"),
+])
+def test_a_raise_needs_every_condition(change: dict[str, float], reason: str) -> None:
+    _, d = step(account(0), obs(paid(100), **{**GOOD, **change}))
+    assert d.action is Action.HOLD and d.reasons == (reason,)
+
+
+def test_hysteresis_a_middling_score_neither_raises_nor_cuts() -> None:
+    # between increase.max_pd (0.05) and decrease.pd_cut (0.15)
+    _, d = step(account(0), obs(paid(100), pd=0.10, **GOOD))
+    assert (d.action, d.reasons) == (Action.HOLD, ("RISK_TOO_HIGH_FOR_INCREASE",))
+    assert d.top_features == CONTRIB
+    _, d = step(account(0), obs(paid(100), pd=0.15, **GOOD))
+    assert (d.action, d.reasons, d.new_limit) == (Action.CUT, ("HIGH_RISK_SCORE",), 240_000)
+
+
+def test_too_new_account_does_not_raise() -> None:
+    _, d = step(account(0), obs(paid(60), **GOOD))
+    assert d.reasons == ("ACCOUNT_TOO_NEW",)
+
+
+def test_income_falls_limit_is_cut_once_per_cooldown_and_raises_wait() -> None:
+    acc = account(0, limit=1_000_000)
+    acc, d = step(acc, obs(tx(100), **{**GOOD, "inflow_trend": 0.4}))
+    assert (d.action, d.new_limit, d.reasons) == (Action.CUT, 800_000, ("INCOME_DECLINE",))
+    assert acc.last_cut_ts == at(100)
+    acc, d = step(acc, obs(tx(110), **{**GOOD, "inflow_trend": 0.4}))
+    assert (d.action, d.reasons) == (Action.HOLD, ("INCOME_DECLINE", "CUT_COOLDOWN"))
+    acc, d = step(acc, obs(tx(131), **{**GOOD, "inflow_trend": 0.4}))
+    assert (d.action, d.new_limit) == (Action.CUT, 640_000)
+    # income back: no raise for decrease.raise_cooldown_days after the last cut
+    acc, d = step(acc, obs(paid(200), **GOOD))
+    assert d.action is Action.HOLD and d.reasons == ("RECENT_LIMIT_CUT",)
+    acc, d = step(acc, obs(paid(222), **GOOD))
+    assert d.action is Action.RAISE
+
+
+def test_reported_income_drop_clamps_at_once_even_in_a_cooldown() -> None:
+    acc, _ = step(account(0, limit=1_000_000), obs(tx(100), **{**GOOD, "inflow_trend": 0.4}))
+    ev = IncomeReported(_eid(), "u1", at(101), 150_000, "CNY")
+    acc, d = step(acc, obs(ev, **{**GOOD, "income_monthly": 150_000, "inflow_trend": 0.4}))
+    assert (d.action, d.new_limit, d.reasons) == (Action.CUT, 450_000, ("INCOME_CAP",))
+    assert acc.last_cut_ts == at(100)  # a clamp is not a risk cut: it does not restart it
+
+
+def test_cuts_stop_at_the_floor() -> None:
+    _, d = step(account(0, limit=55_000), obs(tx(100), pd=0.2))
+    assert (d.action, d.new_limit) == (Action.CUT, 50_000)
+    _, d = step(account(0, limit=50_000), obs(tx(100), pd=0.2))
+    assert (d.action, d.reasons) == (Action.HOLD, ("HIGH_RISK_SCORE", "AT_MINIMUM_LIMIT"))
+
+
+def test_utilization_spike_cuts_only_with_a_late_repayment() -> None:
+    _, d = step(account(0), obs(tx(100), utilization=0.97, late_count_12=1))
+    assert d.action is Action.HOLD
+    _, d = step(account(0), obs(overdue(100), outcome=late(), utilization=0.97, late_count_12=1))
+    assert (d.action, d.reasons) == (Action.CUT, ("UTILIZATION_SPIKE_WITH_LATENESS",))
+
+
+def test_two_missed_repayments_suspend_and_keep_the_limit_to_restore() -> None:
+    acc = account(0, limit=400_000)
+    acc, d = step(acc, obs(overdue(100, "i1"), outcome=late("i1"), late_count_12=1,
+                           overdue_amount=10_000))
+    assert acc.status is Status.ACTIVE and d.action is Action.HOLD
+    acc, d = step(acc, obs(overdue(130, "i2"), outcome=late("i2"), late_count_12=2,
+                           overdue_amount=20_000))
+    assert (d.action, d.reasons) == (Action.SUSPEND, ("MISSED_REPAYMENTS",))
+    assert (acc.status, acc.limit, acc.pre_suspension_limit) == (Status.SUSPENDED, 0, 400_000)
+    assert d.top_features == ()  # no score-based reason: no features shown
+
+
+def test_a_late_history_alone_does_not_suspend_again() -> None:
+    # restored after a suspension: late_count_12 still counts the old misses
+    _, d = step(account(0), obs(paid(100), late_count_12=2, max_dpd_90d=0))
+    assert d.action is Action.HOLD
+
+
+@pytest.mark.parametrize(("kw", "reason"), [
+    ({"pd": 0.4}, "VERY_HIGH_RISK_SCORE"),
+    ({"anomaly": 0.98}, "SEVERE_ANOMALY"),
+])
+def test_other_suspension_triggers(kw: dict[str, Any], reason: str) -> None:
+    _, d = step(account(0), obs(tx(100), **kw))
+    assert (d.action, d.reasons) == (Action.SUSPEND, (reason,))
+
+
+def test_anomalous_transaction_cuts() -> None:
+    _, d = step(account(0), obs(tx(100), anomaly=0.9))
+    assert (d.action, d.reasons, d.new_limit) == (Action.CUT, ("ANOMALOUS_SPENDING",), 240_000)
+
+
+def test_reinstatement_waits_for_period_arrears_and_score() -> None:
+    acc = suspended(0)
+    _, d = step(acc, obs(paid(10), overdue_amount=0))
+    assert d.reasons == ("ACCOUNT_SUSPENDED", "SUSPENSION_PERIOD_NOT_MET")
+    _, d = step(acc, obs(paid(31), overdue_amount=10_000))
+    assert d.reasons == ("ACCOUNT_SUSPENDED", "ARREARS_OUTSTANDING")
+    _, d = step(acc, obs(paid(31), pd=0.2))
+    assert d.reasons == ("ACCOUNT_SUSPENDED", "RISK_TOO_HIGH_FOR_REINSTATEMENT")
+    new, d = step(acc, obs(paid(31), pd=0.08))
+    assert (d.action, new.status, new.stage, new.limit) == (Action.REINSTATE, Status.PROBATION,
+                                                            1, 40_000)
+    assert new.pre_suspension_limit == 400_000
+
+
+def test_a_new_overdue_notice_restarts_the_clean_period_but_paying_arrears_does_not() -> None:
+    acc = suspended(0)
+    acc, d = step(acc, obs(overdue(20, dpd=60), outcome=late(dpd=60), overdue_amount=10_000))
+    assert d.action is Action.HOLD and acc.last_late_ts == at(20)
+    acc, _ = step(acc, obs(paid(25), outcome=Outcome("i1", "paid_in_full", 65, 10_000, T0)))
+    assert acc.last_late_ts == at(20)  # the cure is not a new lateness
+    _, d = step(acc, obs(paid(40, "i2")))
+    assert d.reasons == ("ACCOUNT_SUSPENDED", "RECENT_LATE_PAYMENT")
+    _, d = step(acc, obs(paid(50, "i2")))
+    assert d.action is Action.REINSTATE
+
+
+def test_probation_climbs_the_ladder_one_stage_at_a_time_to_active() -> None:
+    acc, d = step(suspended(0), obs(paid(31)))
+    assert (acc.stage, acc.limit) == (1, 40_000)
+    # stage held less than its observation period, or without an on-time repayment: wait
+    _, d = step(acc, obs(paid(45, "i2"), outcome=ontime("i2")))
+    assert d.reasons == ("STAGE_PERIOD_NOT_MET",)
+    _, d = step(acc, obs(paid(62, "i3")))
+    assert d.reasons == ("FEW_ONTIME_IN_STAGE",)
+    _, d = step(acc, obs(paid(62, "i3"), outcome=ontime("i3"), utilization=0.95))
+    assert d.reasons == ("UTILIZATION_TOO_HIGH",)
+    acc, d = step(acc, obs(paid(62, "i3"), outcome=ontime("i3")))
+    assert (d.action, acc.stage, acc.limit) == (Action.PROMOTE, 2, 100_000)
+    assert acc.ontime_in_stage == 0 and acc.status_since_ts == at(62)
+    acc, d = step(acc, obs(paid(93, "i4"), outcome=ontime("i4")))
+    assert (d.action, acc.stage, acc.limit) == (Action.PROMOTE, 3, 200_000)
+    acc, d = step(acc, obs(paid(124, "i5"), outcome=ontime("i5")))
+    assert d.reasons == ("STAGE_PERIOD_NOT_MET",)  # the last stage is held 60 days
+    acc, d = step(acc, obs(paid(154, "i6"), outcome=ontime("i6")))
+    assert (d.action, acc.status, acc.stage, acc.limit) == (Action.RESTORE, Status.ACTIVE, 0,
+                                                            400_000)
+    assert d.reasons[0] == "LADDER_COMPLETE" and acc.pre_suspension_limit == 0
+
+
+def test_ladder_rungs_are_clamped_to_the_income_cap() -> None:
+    acc, _ = step(suspended(0, base=4_000_000), obs(paid(31), income_monthly=300_000))
+    assert acc.limit == 400_000  # 10 % of 40,000.00 = 4,000.00 <= 3 x 3,000.00
+    acc, d = step(acc, obs(paid(32, "i2"), outcome=ontime("i2"), income_monthly=100_000))
+    assert (d.action, d.reasons, acc.limit, acc.stage) == (Action.CUT, ("INCOME_CAP",), 300_000, 1)
+
+
+@pytest.mark.parametrize(("kw", "reason"), [
+    ({"outcome": late("i9", 3)}, "LATE_IN_PROBATION"),
+    ({"outcome": Outcome("i9", "paid_in_full", 2, 10_000, T0)}, "LATE_IN_PROBATION"),
+    ({"pd": 0.5}, "VERY_HIGH_RISK_SCORE"),
+    ({"anomaly": 0.99}, "SEVERE_ANOMALY"),
+])
+def test_lateness_or_a_risk_spike_in_probation_relapses(kw: dict[str, Any], reason: str) -> None:
+    acc, _ = step(suspended(0), obs(paid(31)))
+    acc, _ = step(acc, obs(paid(62, "i2"), outcome=ontime("i2")))
+    assert acc.stage == 2
+    new, d = step(acc, obs(paid(70, "i9"), **kw))
+    assert (d.action, d.reasons[0]) == (Action.RELAPSE, reason)
+    assert (new.status, new.limit, new.stage, new.pre_suspension_limit) == (
+        Status.SUSPENDED, 0, 0, 400_000)
+    assert new.status_since_ts == at(70)  # the suspension period starts again
+
+
+def test_freeze_keeps_the_limit_blocks_raises_and_unfreeze_returns() -> None:
+    acc = account(0)
+    acc, d = step(acc, obs(cmd(100, "freeze")))
+    assert (d.action, acc.status, acc.limit, acc.frozen_from) == (
+        Action.FREEZE, Status.FROZEN, 300_000, Status.ACTIVE)
+    acc, d = step(acc, obs(paid(200), **GOOD))  # would be a raise if ACTIVE
+    assert (d.action, d.reasons) == (Action.HOLD, ("ACCOUNT_FROZEN",))
+    _, d = step(acc, obs(cmd(201, "freeze")))
+    assert d.reasons == ("ALREADY_FROZEN",)
+    with pytest.raises(CommandRejected) as info:
+        decide(acc, obs(cmd(201, "set_limit", new_limit=1_000)), POLICY)
+    assert (info.value.code, info.value.field) == ("account_frozen", "kind")
+    acc, d = step(acc, obs(cmd(202, "unfreeze")))
+    assert (d.action, acc.status, acc.limit, acc.frozen_from) == (
+        Action.UNFREEZE, Status.ACTIVE, 300_000, None)
+    _, d = step(acc, obs(cmd(203, "unfreeze")))
+    assert d.reasons == ("NOT_FROZEN",)
+    _, d = step(acc, obs(paid(210), **GOOD))
+    assert d.reasons == ("RECENT_LIMIT_CHANGE",)  # an unfreeze is a status change
+
+
+def test_freeze_in_probation_keeps_the_stage_and_restarts_its_clock() -> None:
+    acc, _ = step(suspended(0), obs(paid(31)))
+    acc, _ = step(acc, obs(cmd(40, "freeze")))
+    assert (acc.status, acc.stage, acc.limit) == (Status.FROZEN, 1, 40_000)
+    acc, _ = step(acc, obs(paid(50, "i2"), outcome=ontime("i2")))
+    acc, d = step(acc, obs(cmd(80, "unfreeze")))
+    assert (acc.status, acc.stage, acc.status_since_ts) == (Status.PROBATION, 1, at(80))
+    _, d = step(acc, obs(paid(95, "i3")))
+    assert d.reasons == ("STAGE_PERIOD_NOT_MET",)
+
+
+def test_lateness_while_frozen_is_judged_at_the_unfreeze() -> None:
+    acc, _ = step(account(0), obs(cmd(100, "freeze")))
+    acc, d = step(acc, obs(overdue(110, "i2"), outcome=late("i2"), late_count_12=2))
+    assert d.action is Action.HOLD
+    new, ds = decide(acc, obs(cmd(120, "unfreeze"), late_count_12=2), POLICY)
+    assert [d.action for d in ds] == [Action.UNFREEZE, Action.SUSPEND]
+    assert (ds[1].old_status, ds[1].new_status) == (Status.ACTIVE, Status.SUSPENDED)
+    assert (new.status, new.pre_suspension_limit) == (Status.SUSPENDED, 300_000)
+
+
+def test_operator_set_limit_within_bounds_and_rejections() -> None:
+    acc, d = step(account(0), obs(cmd(10, "set_limit", new_limit=1_234_567)))
+    assert (d.action, acc.limit, d.reasons) == (Action.SET_LIMIT, 1_234_567,
+                                                ("OPERATOR_SET_LIMIT",))
+    with pytest.raises(CommandRejected) as info:
+        decide(acc, obs(cmd(11, "set_limit", new_limit=5_000_001)), POLICY)
+    assert (info.value.code, info.value.field) == ("limit_out_of_bounds", "new_limit")
+    with pytest.raises(CommandRejected) as info:
+        decide(acc, obs(cmd(11, "set_limit", new_limit=900_000), income_monthly=100_000), POLICY)
+    assert info.value.code == "limit_out_of_bounds" and "income cap" in str(info.value)
+    with pytest.raises(CommandRejected) as info:
+        decide(acc, obs(cmd(11, "freeze", operator="mallory")), POLICY)
+    assert (info.value.code, info.value.field) == ("unknown_operator", "operator")
+    assert isinstance(info.value, ValueError)
+
+
+def test_override_above_the_cap_when_the_policy_allows_it() -> None:
+    text = DEFAULT_POLICY.read_text(encoding="utf-8").replace(
+        "allow_override_above_max = false", "allow_override_above_max = true")
+    policy = parse_policy(text)
+    acc, d = step(account(0), obs(cmd(10, "set_limit", new_limit=8_000_000)), policy)
+    assert acc.limit_override and d.reasons == ("OPERATOR_OVERRIDE_ABOVE_CAP",
+                                                "OPERATOR_SET_LIMIT")
+    acc, d = step(acc, obs(paid(200), **GOOD), policy)  # the override stands: no clamp
+    assert (d.action, acc.limit) == (Action.HOLD, 8_000_000)
+    assert d.reasons[0] == "OPERATOR_OVERRIDE_ACTIVE"
+    acc, d = step(acc, obs(tx(201), pd=0.2), policy)  # a risk cut ends it: caps apply again
+    assert (d.action, acc.limit, acc.limit_override) == (Action.CUT, 5_000_000, False)
+    assert d.reasons == ("MAX_LIMIT_CAP", "HIGH_RISK_SCORE")
+
+
+def test_set_limit_while_suspended_sets_what_the_ladder_restores() -> None:
+    acc, d = step(suspended(0), obs(cmd(5, "set_limit", new_limit=250_000)))
+    assert (d.action, acc.limit, acc.pre_suspension_limit) == (Action.SET_LIMIT, 0, 250_000)
+    acc, _ = step(acc, obs(paid(31)))
+    assert acc.limit == 25_000
+    acc, d = step(acc, obs(cmd(32, "set_limit", new_limit=500_000)))
+    assert (acc.stage, acc.limit, acc.pre_suspension_limit) == (1, 50_000, 500_000)
+
+
+def test_opened_sets_the_initial_limit_within_the_caps() -> None:
+    acc = new_account(POLICY, at(0))
+    assert (acc.status, acc.limit) == (Status.ACTIVE, POLICY.limits.default_limit)
+    new, d = step(acc, obs(opened(0.1, 800_000, income=100_000)))
+    assert (d.action, new.limit, d.reasons) == (Action.OPEN, 300_000,
+                                                ("ACCOUNT_OPENED", "INCOME_CAP"))
+    assert new.opened_ts == at(0.1)
+    new, d = step(acc, obs(opened(0.1, 9_000_000)))
+    assert (new.limit, d.reasons) == (5_000_000, ("ACCOUNT_OPENED", "MAX_LIMIT_CAP"))
+    new, d = step(acc, obs(opened(0.1, 120_000)))
+    assert (new.limit, d.reasons) == (120_000, ("ACCOUNT_OPENED",))
+
+
+def test_closed_is_terminal() -> None:
+    acc, d = step(account(0), obs(AccountClosed(_eid(), "u1", at(50))))
+    assert (d.action, acc.status, acc.limit) == (Action.CLOSE, Status.CLOSED, 0)
+    for ev in (paid(60), opened(61, 100_000), AccountClosed(_eid(), "u1", at(62))):
+        acc2, d = step(acc, obs(ev, **GOOD))
+        assert acc2.status is Status.CLOSED and d.reasons == ("ACCOUNT_CLOSED",)
+    for kind in ("freeze", "unfreeze", "set_limit"):
+        with pytest.raises(CommandRejected) as info:
+            decide(acc, obs(cmd(70, kind)), POLICY)
+        assert info.value.code == "account_closed"
+
+
+def test_frozen_accounts_can_be_closed() -> None:
+    acc, _ = step(account(0), obs(cmd(1, "freeze")))
+    acc, d = step(acc, obs(AccountClosed(_eid(), "u1", at(2))))
+    assert (acc.status, acc.frozen_from, acc.limit) == (Status.CLOSED, None, 0)
+
+
+def test_rules_fallback_reason_is_on_every_decision() -> None:
+    _, d = step(account(0), obs(paid(100), fallback="MODEL_COLD", **GOOD))
+    assert d.action is Action.RAISE and d.reasons[-1] == "MODEL_COLD" and len(d.reasons) == 4
+    _, d = step(account(0), obs(cmd(1, "freeze"), fallback="MODEL_DRIFT"))
+    assert d.reasons == ("OPERATOR_FREEZE", "MODEL_DRIFT")
+    _, d = step(account(0), obs(tx(100), pd=0.4, fallback="SOMETHING_NEW"))
+    assert d.reasons == ("VERY_HIGH_RISK_SCORE", "MODEL_FALLBACK")
+    # a model score with a stray fallback_reason is not a fallback
+    o = obs(tx(100), pd=0.4)
+    o = dataclasses.replace(o, risk=dataclasses.replace(o.risk, fallback_reason="MODEL_COLD"))
+    assert step(account(0), o)[1].reasons == ("VERY_HIGH_RISK_SCORE",)
+
+
+def test_many_reasons_are_cut_to_four_most_important_first() -> None:
+    _, d = step(account(0), obs(paid(10), pd=0.1, overdue_amount=1, late_count_12=1,
+                                ontime_count_12=0))
+    assert d.reasons == ("ARREARS_OUTSTANDING", "RECENT_LATE_PAYMENT",
+                         "RISK_TOO_HIGH_FOR_INCREASE", "FEW_ONTIME_PAYMENTS")
+
+
+def test_an_unusable_score_moves_nothing() -> None:
+    _, d = step(account(0), obs(paid(100), pd=math.nan, **GOOD))
+    assert (d.action, d.reasons, d.risk_pd) == (Action.HOLD, ("RISK_SCORE_UNAVAILABLE",), 1.0)
+    _, d = step(suspended(0), obs(paid(40), pd=math.inf))
+    assert d.reasons == ("ACCOUNT_SUSPENDED", "RISK_SCORE_UNAVAILABLE")
+
+
+def test_broken_features_read_as_neutral() -> None:
+    o = obs(paid(100), **GOOD)
+    x = dict(o.features)
+    x["inflow_trend"] = math.nan
+    x["late_count_12"] = -3
+    del x["utilization"]
+    _, d = step(account(0), dataclasses.replace(o, features=x))
+    assert d.action is Action.RAISE  # utilization_peak_30d still shows the demand
+
+
+def test_an_old_event_cannot_reopen_a_cooldown() -> None:
+    acc, d = step(account(0), obs(paid(100), **GOOD))
+    assert d.action is Action.RAISE
+    # an event stamped long ago, arriving now, is judged at the account's clock (day 100)
+    _, d = step(acc, obs(paid(10, "i2"), **GOOD))
+    assert d.reasons == ("RECENT_LIMIT_CHANGE",)
+
+
+def test_is_decision_point() -> None:
+    acc = account(0)
+    assert not is_decision_point(acc, tx(10), None, POLICY)
+    assert not is_decision_point(acc, tx(10), 0.79, POLICY)
+    assert not is_decision_point(acc, tx(10), math.nan, POLICY)
+    assert is_decision_point(acc, tx(10), 0.8, POLICY)
+    assert is_decision_point(acc, tx(30), None, POLICY)  # review due
+    for ev in (paid(1), overdue(1), InstallmentDue(_eid(), "u1", at(1), "i", 1, at(9), "CNY"),
+               opened(1, 5), cmd(1, "freeze"), AccountClosed(_eid(), "u1", at(1))):
+        assert is_decision_point(acc, ev, None, POLICY)
+    acc, _ = step(acc, obs(tx(30)))
+    assert acc.last_review_ts == at(30)
+    assert not is_decision_point(acc, tx(40), None, POLICY)
+
+
+def test_decisions_are_deterministic_and_json_able() -> None:
+    o = obs(paid(100), outcome=ontime(), **GOOD)
+    a = decide(account(0), o, POLICY)
+    assert a == decide(account(0), o, POLICY)
+    d = a[1][0].to_dict()
+    assert orjson.loads(orjson.dumps(d)) == d
+    assert d["action"] == "RAISE" and d["top_features"] == [list(c) for c in CONTRIB]
