@@ -84,9 +84,12 @@ class UserAgent:
         self.users = app.Table("users", default=None, partitions=n, use_partitioner=True,
                                key_type=bytes, value_type=bytes)
         self.agent = app.agent(self.inputs, name="users")(self._run)
+        #: (topic, partition) -> last offset handled, for the consumer-lag gauge.
+        self.handled: dict[tuple[str, int], int] = {}
         #: user_id -> (status, stage, limit) of the users stored by this worker (gauges).
         self.summary: dict[str, tuple[str, int, int]] = {}
         self.summary_generation = -1
+        self.rebalances_counted = 0
 
     def rebuild_summary(self) -> None:
         """Re-read the summary from the local table (after a rebalance moved users)."""
@@ -136,6 +139,8 @@ class UserAgent:
 
     async def handle(self, events: list[faust.EventT[bytes]]) -> BatchResult:
         records = self.to_raw(events)
+        for ev in events:
+            self.handled[(ev.message.topic, ev.message.partition)] = ev.message.offset
         t0 = time.perf_counter()
         result = self.processor.process(records, self.load)
         elapsed = time.perf_counter() - t0

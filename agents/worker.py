@@ -16,11 +16,10 @@ from agents.web import is_ready, register_views
 from features import FeatureConfig
 from policies.engine import Engine
 from policies.processor import Processor
-from policies.rules import rule_risk
-from policies.scorer import Gate, Scorer
 from policies.spec import Policy, load_policy
 from streams.app import create_app
 from streams.codec import Limits
+from streams.learning import scorer_for
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,18 +45,13 @@ def feature_config(settings: Settings) -> FeatureConfig:
                          utc_offset_minutes=settings.utc_offset_minutes)
 
 
-def gate(policy: Policy) -> Gate:
-    m = policy.model
-    return Gate(min_labels=m.min_labels, min_auc=m.min_auc, max_log_loss=m.max_log_loss)
-
-
 def build(settings: Settings) -> Runtime:
     app = create_app(settings)
     registry = CollectorRegistry()
     metrics = Metrics.create(registry)
     install_faust_monitor(app, registry)
     policy = load_policy(settings.policy_file)
-    scorer = Scorer(gate(policy), lambda x: rule_risk(x, policy))
+    scorer = scorer_for(policy)
     engine = Engine(policy, feature_config(settings), scorer.risk, settings.currency)
     processor = Processor(engine, Limits(settings.currency, settings.max_message_bytes),
                           settings.partitions)
@@ -71,6 +65,7 @@ def build(settings: Settings) -> Runtime:
         # An exception in a Faust timer stops the whole worker: never let one escape.
         try:
             refresh_population(rt)
+            await refresh_lag(rt)
         except Exception:
             metrics.agent_errors.labels(stage="timer").inc()
             log.exception("refreshing the population gauges failed")
@@ -101,6 +96,29 @@ def refresh_population(rt: Runtime) -> None:
     m.limit_extended.set(total_limit)
     m.table_users.set(len(users.summary))
     m.ready.set(1 if is_ready(rt.app) else 0)
+
+
+async def refresh_lag(rt: Runtime) -> None:
+    """Consumer lag per input partition this worker owns, and the rebalances since the last
+    refresh. Lag is the high-water mark less the next offset to handle; the embedded broker
+    has reported stale high-water marks, hence the floor at zero."""
+    m, consumer, users = rt.metrics, rt.app.consumer, rt.users
+    seen = rt.app.rebalancing_count
+    if seen > users.rebalances_counted:
+        m.rebalances.inc(seen - users.rebalances_counted)
+        users.rebalances_counted = seen
+    inputs = set(users.logical)
+    m.consumer_lag.clear()  # partitions revoked since the last refresh must not linger
+    for tp in consumer.assignment():
+        if tp.topic not in inputs:
+            continue
+        handled = users.handled.get((tp.topic, tp.partition))
+        highwater = consumer.highwater(tp)
+        if highwater is None or highwater < 0:
+            continue  # nothing fetched from it yet
+        next_offset = handled + 1 if handled is not None else await consumer.position(tp)
+        lag = max(0, highwater - (next_offset or 0))
+        m.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
 
 
 def run_worker(settings: Settings) -> None:

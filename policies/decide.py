@@ -419,7 +419,10 @@ def _active(acc: Account, ctx: _Ctx, p: Policy, allow_up: bool) -> tuple[Account
     if new_limit <= acc.limit:
         return acc, _decision(Action.HOLD, acc, acc, ["LIMIT_UNCHANGED"], ctx)
     reasons = ["LOW_RISK_SCORE", "ONTIME_HISTORY", "HIGH_UTILIZATION_DEMAND"]
-    reasons.append(ctx.ceiling_reason if new_limit < uncapped else "INCOME_SUPPORTS")
+    if new_limit < uncapped:
+        reasons.append(ctx.ceiling_reason)
+    elif ctx.income > 0:
+        reasons.append("INCOME_SUPPORTS")
     new = replace(acc, limit=new_limit, last_change_ts=ctx.now)
     return new, _decision(Action.RAISE, acc, new, reasons, ctx)
 

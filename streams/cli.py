@@ -101,17 +101,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from policies.engine import Engine
     from policies.spec import load_policy
     from streams.codec import Limits
+    from streams.learning import InProcessLearning, scorer_for
     from streams.replay import replay_file
 
     settings = _settings()
     policy = load_policy(Path(args.policy) if args.policy else settings.policy_file)
-    engine = Engine.rules_only(policy, feature_config(settings), settings.currency)
+    scorer = scorer_for(policy)
+    learning = InProcessLearning(scorer, settings.model_kind, settings.snapshot_every_labels)
+    engine = Engine(policy, feature_config(settings), scorer.risk, settings.currency)
     t0 = time.perf_counter()
     stats = replay_file(engine, Limits(settings.currency, settings.max_message_bytes),
-                        Path(args.log), Path(args.output))
+                        Path(args.log), Path(args.output), learning)
     dt = time.perf_counter() - t0
     summary = {**dataclasses.asdict(stats), "policy_version": policy.version,
-               "seconds": round(dt, 3), "records_per_s": round(stats.records / dt) if dt else 0}
+               "model": learning.report(), "seconds": round(dt, 3),
+               "records_per_s": round(stats.records / dt) if dt else 0}
     print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode(), file=sys.stderr)
     return 0
 

@@ -20,6 +20,7 @@ from policies.engine import Engine, Output, UserState
 from policies.processor import BatchResult, Processor, RawRecord
 from streams.codec import Limits
 from streams.kafka_io import LogRecord
+from streams.learning import InProcessLearning
 
 #: Records per processor call: bounds the per-batch bookkeeping, nothing else.
 CHUNK = 1000
@@ -40,8 +41,10 @@ class ReplayStats:
 class Replay:
     """Feeds recorded records through the processor, keeping user states in memory."""
 
-    def __init__(self, engine: Engine, limits: Limits) -> None:
+    def __init__(self, engine: Engine, limits: Limits,
+                 learning: InProcessLearning | None = None) -> None:
         self.processor = Processor(engine, limits, partitions=1)
+        self.learning = learning
         self.states: dict[str, UserState] = {}
         self.offsets: dict[str, int] = {}
         self.stats = ReplayStats()
@@ -75,6 +78,8 @@ class Replay:
             s.by_action[d.action.value] = s.by_action.get(d.action.value, 0) + 1
         s.labels += sum(len(a.result.labels) for a in result.applied)
         s.outputs += len(result.outputs)
+        if self.learning is not None:
+            self.learning.observe(result.outputs)
         return result.outputs
 
 
@@ -88,10 +93,11 @@ def write_outputs(outputs: Iterable[Output], out: IO[bytes]) -> int:
     return n
 
 
-def replay_file(engine: Engine, limits: Limits, log: Path, output: Path) -> ReplayStats:
+def replay_file(engine: Engine, limits: Limits, log: Path, output: Path,
+                learning: InProcessLearning | None = None) -> ReplayStats:
     from streams.kafka_io import read_log
 
-    replay = Replay(engine, limits)
+    replay = Replay(engine, limits, learning)
     with output.open("wb") as out:
         write_outputs(replay.run(read_log(log)), out)
     return replay.stats

@@ -248,7 +248,6 @@ class PolicyMachine(RuleBasedStateMachine):
 
     def _check_step(self, before: Account, after: Account, decisions: list[Decision],
                     o: Observation) -> None:
-        p = self.policy
         now = max(o.event.ts, before.last_review_ts, before.last_change_ts,
                   before.status_since_ts)
         assert 1 <= len(decisions) <= 2

@@ -46,7 +46,7 @@ DAY = 86_400_000
 CONTRIB = (("late_count_12", 1.2), ("utilization", -0.3))
 
 #: What a steady, established good payer looks like to the policy.
-GOOD: dict[str, float] = {
+GOOD: dict[str, Any] = {
     "ontime_count_12": 6, "late_count_12": 0, "utilization": 0.75, "utilization_peak_30d": 0.85,
     "income_monthly": 1_000_000, "debt_to_income": 0.2, "inflow_trend": 1.0,
 }
@@ -97,9 +97,9 @@ def late(inst: str = "i1", dpd: int = 5) -> Outcome:
 def obs(event: InputEvent, pd: float = 0.02, *, outcome: Outcome | None = None,
         anomaly: float | None = None, fallback: str = "", **features: float) -> Observation:
     """An observation: neutral features with ``features`` replaced, a score ``pd``."""
-    source = "rules" if fallback else "model"
-    return Observation(event, neutral_features(**features),
-                       Risk(pd, source, "m-1", fallback, CONTRIB), outcome, anomaly)
+    risk = Risk(pd, "rules", "m-1", fallback, CONTRIB) if fallback else Risk(pd, "model", "m-1",
+                                                                             "", CONTRIB)
+    return Observation(event, neutral_features(**features), risk, outcome, anomaly)
 
 
 def step(acc: Account, o: Observation, policy: Policy = POLICY) -> tuple[Account, Decision]:
@@ -434,6 +434,7 @@ def test_closed_is_terminal() -> None:
 def test_frozen_accounts_can_be_closed() -> None:
     acc, _ = step(account(0), obs(cmd(1, "freeze")))
     acc, d = step(acc, obs(AccountClosed(_eid(), "u1", at(2))))
+    assert d.action is Action.CLOSE
     assert (acc.status, acc.frozen_from, acc.limit) == (Status.CLOSED, None, 0)
 
 

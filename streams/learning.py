@@ -1,0 +1,76 @@
+"""Learning inside one process: the trainer and the scorer side by side, as the live system has
+them on different workers. Used by ``limitstream replay`` and the backtest.
+
+Live, labels travel to the trainer and snapshots back to the workers; here each label the
+engine emits is learnt at once, and every ``snapshot_every`` labels the scorer installs a
+frozen copy of the model — the same cadence as the live trainer's snapshots.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from policies.engine import LABELS, Output
+from policies.model import RiskModel
+from policies.rules import rule_risk
+from policies.scorer import Gate, Scorer, Trainer
+from policies.spec import Policy
+
+
+def gate_of(policy: Policy) -> Gate:
+    """The model-quality gate the policy declares."""
+    m = policy.model
+    return Gate(min_labels=m.min_labels, min_auc=m.min_auc, max_log_loss=m.max_log_loss)
+
+
+def scorer_for(policy: Policy) -> Scorer:
+    """A scorer that falls back to the policy's rule score."""
+    return Scorer(gate_of(policy), lambda x: rule_risk(x, policy))
+
+
+class InProcessLearning:
+    def __init__(self, scorer: Scorer, kind: str = "logistic", snapshot_every: int = 200) -> None:
+        self.scorer = scorer
+        self.trainer = Trainer(kind)
+        self.snapshot_every = snapshot_every
+        self.offset = -1
+        self.since_snapshot = 0
+        self.snapshots = 0
+        #: (labels learnt, rolling ROC AUC, rolling log loss) at each snapshot: quality over time.
+        self.history: list[tuple[int, float, float]] = []
+
+    def observe(self, outputs: Iterable[Output]) -> None:
+        """Learn the labels among ``outputs``, in order."""
+        for out in outputs:
+            if out.topic != LABELS:
+                continue
+            self.offset += 1
+            if self.trainer.learn(out.value["x"], int(out.value["label"]), self.offset):
+                self.since_snapshot += 1
+            if self.since_snapshot >= self.snapshot_every:
+                self.publish()
+
+    def publish(self) -> None:
+        # A frozen copy, as a worker has: the trainer keeps learning, the scorer does not.
+        model = RiskModel.from_state(self.trainer.model.to_state())
+        self.scorer.install(model, self.trainer.summary())
+        self.since_snapshot = 0
+        self.snapshots += 1
+        q = self.trainer.quality
+        self.history.append((model.n_learned, q.roc_auc, q.log_loss))
+
+    def report(self) -> dict[str, Any]:
+        q = self.trainer.quality
+        calibration = q.calibration()
+        return {
+            "labels_learnt": self.trainer.model.n_learned,
+            "snapshots": self.snapshots,
+            "model_version": self.trainer.model.version,
+            "served_version": self.scorer.model.version if self.scorer.model else "untrained",
+            "fallback_reason": self.scorer.fallback_reason,
+            "prequential_roc_auc": q.roc_auc,
+            "prequential_log_loss": q.log_loss,
+            "drift_detections": q.drift_detected_count,
+            "calibration": list(calibration),
+        }
