@@ -321,7 +321,8 @@ class Engine:
                 "stage": d.new_stage,
                 "limit": d.new_limit,
             }))
-        trigger_kind = event.kind if not isinstance(event, LimitCommand) else f"command:{event.kind}"
+        command = isinstance(event, LimitCommand)
+        trigger_kind = f"command:{event.kind}" if command else event.kind
         audit: dict[str, Any] = {
             **common,
             "event_id": derive_id(uid, event.event_id, d.action.value, "decision"),

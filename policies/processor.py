@@ -145,7 +145,7 @@ class Processor:
             done = history.setdefault(uid, [])
             try:
                 result = self.engine.step(state, event, source)
-            except Exception as exc:  # noqa: BLE001 - a poison record must not stop the stream
+            except Exception as exc:  # a poison record must not stop the stream
                 if isinstance(exc, CommandRejected):
                     error = BadInput(exc.code, str(exc), exc.field)
                 else:

@@ -88,7 +88,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
     settings = _need_broker(_settings())
 
     async def run() -> None:
-        async for rec in consume(settings, args.topic, count=args.count, timeout=args.timeout):
+        async for rec in consume(settings, args.topic, count=args.count, idle=args.timeout):
             sys.stdout.buffer.write(orjson.dumps(rec) + b"\n")
             sys.stdout.flush()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
@@ -87,10 +88,9 @@ async def ensure_topics(settings: Settings) -> None:
         existing = set(await admin.list_topics())
         missing = [s for s in topic_specs(settings) if s.name not in existing]
         if missing:
-            try:
+            # Another process may create them in between: that is fine.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # another process created them in between
     finally:
         await admin.close()
 
@@ -119,9 +119,9 @@ async def produce(settings: Settings, records: Iterable[LogRecord],
     return n
 
 
-async def consume(settings: Settings, topic: str, *, count: int = 0, timeout: float = 10.0,
+async def consume(settings: Settings, topic: str, *, count: int = 0, idle: float = 10.0,
                   from_beginning: bool = True) -> AsyncIterator[dict[str, Any]]:
-    """Yield the records of ``topic`` as dicts until ``count`` records or ``timeout`` seconds
+    """Yield the records of ``topic`` as dicts until ``count`` records or ``idle`` seconds
     without a new record. No consumer group: reading commits nothing."""
     names = logical_topics(settings)
     consumer = AIOKafkaConsumer(
@@ -131,7 +131,7 @@ async def consume(settings: Settings, topic: str, *, count: int = 0, timeout: fl
     seen = 0
     try:
         while not count or seen < count:
-            batch = await consumer.getmany(timeout_ms=int(timeout * 1000))
+            batch = await consumer.getmany(timeout_ms=int(idle * 1000))
             if not batch:
                 return
             for tp_records in batch.values():

@@ -47,7 +47,7 @@ def read_topic(env: dict[str, str], topic: str, timeout: float = 3.0) -> list[di
     settings = settings_of(env)
 
     async def run() -> list[dict[str, Any]]:
-        return [r async for r in consume(settings, topic, timeout=timeout)]
+        return [r async for r in consume(settings, topic, idle=timeout)]
 
     return asyncio.run(run())
 
@@ -64,7 +64,7 @@ def committed_total(env: dict[str, str], topic: str) -> int:
         try:
             parts = c.partitions_for_topic(real) or set()
             if not parts:
-                await c._client.force_metadata_update()  # noqa: SLF001 - no public call
+                await c._client.force_metadata_update()  # aiokafka has no public call for it
                 parts = c.partitions_for_topic(real) or set()
             total = 0
             for p in parts:

@@ -5,6 +5,7 @@ tampered snapshot is refused."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -110,7 +111,7 @@ def test_labels_train_one_model_served_everywhere_and_resumed(
     newest = snapshots(kafka_env)[-1]
     counts = [s["n"] for s in snapshots(kafka_env)]
     # A snapshot after every batch that brings EVERY or more new labels.
-    assert all(b - a >= EVERY for a, b in zip(counts, counts[1:], strict=False))
+    assert all(b - a >= EVERY for a, b in itertools.pairwise(counts))
     assert counts[0] >= EVERY and counts[-1] == 40
     # Both workers serve the newest snapshot's version.
     wait_for(lambda: model_version(w1) == model_version(w2) == newest["version"],
