@@ -29,7 +29,7 @@ from typing import Any, Final
 import features as feat
 from features.names import FEATURE_NAMES
 from features.outcome import Outcome
-from policies.account import Account, new_account
+from policies.account import Account, Status, new_account
 from policies.decide import Decision, Observation, decide, is_decision_point
 from policies.reasons import customer_text
 from policies.risk import Risk
@@ -127,7 +127,11 @@ class UserState:
             "limit": self.account.limit,
             "pre_suspension_limit": self.account.pre_suspension_limit,
             "balance": balance,
-            "available_credit": max(0, self.account.limit - balance),
+            # Only an ACTIVE or PROBATION line can be drawn on; a FROZEN one keeps its limit
+            # to restore, but nothing is available until it is unfrozen.
+            "available_credit": (max(0, self.account.limit - balance)
+                                 if self.account.status in (Status.ACTIVE, Status.PROBATION)
+                                 else 0),
             "version": self.version,
             "last_event_ts": self.last_ts,
             "events_applied": self.features_applied,

@@ -11,7 +11,7 @@ class Risk:
     """A probability of default and where it came from.
 
     ``contributions`` are ``(feature, contribution)`` pairs sorted by absolute value, largest
-    first (at most 5): for the logistic model, weight × standardised value; for the rules, each
+    first (at most 5): for the logistic model, weight x standardised value; for the rules, each
     rule's share of the score. ``fallback_reason`` is the reason code saying why the rules
     decided instead of the model (cold, below the quality floor, drift), or ``""``.
     """
