@@ -13,13 +13,11 @@ from agents.metrics import Metrics, install_faust_monitor
 from agents.model_sync import ModelSync
 from agents.user_agent import UserAgent
 from agents.web import is_ready, register_views
-from features import FeatureConfig
-from policies.engine import Engine
 from policies.processor import Processor
 from policies.spec import Policy, load_policy
 from streams.app import create_app
 from streams.codec import Limits
-from streams.learning import scorer_for
+from streams.learning import engine_for
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,19 +38,13 @@ class Runtime:
     users: UserAgent
 
 
-def feature_config(settings: Settings) -> FeatureConfig:
-    return FeatureConfig(home_country=settings.home_country,
-                         utc_offset_minutes=settings.utc_offset_minutes)
-
-
 def build(settings: Settings) -> Runtime:
     app = create_app(settings)
     registry = CollectorRegistry()
     metrics = Metrics.create(registry)
     install_faust_monitor(app, registry)
     policy = load_policy(settings.policy_file)
-    scorer = scorer_for(policy)
-    engine = Engine(policy, feature_config(settings), scorer.risk, settings.currency)
+    engine, scorer = engine_for(policy, settings)
     processor = Processor(engine, Limits(settings.currency, settings.max_message_bytes),
                           settings.partitions)
     users = UserAgent(app, settings, processor, metrics)

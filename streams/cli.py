@@ -97,18 +97,15 @@ def cmd_consume(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from agents.worker import feature_config
-    from policies.engine import Engine
     from policies.spec import load_policy
     from streams.codec import Limits
-    from streams.learning import InProcessLearning, scorer_for
+    from streams.learning import InProcessLearning, engine_for
     from streams.replay import replay_file
 
     settings = _settings()
     policy = load_policy(Path(args.policy) if args.policy else settings.policy_file)
-    scorer = scorer_for(policy)
+    engine, scorer = engine_for(policy, settings)
     learning = InProcessLearning(scorer, settings.model_kind, settings.snapshot_every_labels)
-    engine = Engine(policy, feature_config(settings), scorer.risk, settings.currency)
     t0 = time.perf_counter()
     stats = replay_file(engine, Limits(settings.currency, settings.max_message_bytes),
                         Path(args.log), Path(args.output), learning)

@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from features import FeatureConfig
+from policies.engine import Engine
+from policies.rules import rule_risk
+from policies.scorer import Gate, Scorer
+from policies.spec import load_policy
 from streams.app import aiokafka_kwargs
+from streams.codec import Limits, encode
 from streams.kafka_io import LogRecord, consume, ensure_topics, logical_topics, produce
+from streams.replay import Replay
 from streams.settings import Settings
+from streams.simulate import LogLine, SimConfig, simulate
+from streams.worker_process import WorkerProcess
 
 
 def settings_of(env: dict[str, str]) -> Settings:
@@ -87,3 +99,367 @@ def wait_committed(env: dict[str, str], produced: Counter[str], timeout: float =
             return
         time.sleep(0.5)
     raise TimeoutError(f"committed {last}, produced {dict(produced)}")
+
+
+# -- simulated logs in phases ----------------------------------------------------------------
+#
+# A worker applies one user's records from *different* topics in arrival order, which Kafka
+# does not fix; the replay applies them in log order. Publishing the log in phases, where a
+# phase holds at most one topic per user, and waiting for the group's commits between phases,
+# makes the two orders the same, so a live run can be compared with the pure fold exactly.
+
+def phased(lines: Iterable[LogLine], max_phases: int) -> list[list[LogRecord]]:
+    """Phase k holds the k-th single-topic run of every user's records, in log order.
+
+    A user's runs after ``max_phases`` are dropped (their story is cut short there): the
+    last phases are small, and each phase costs a commit round trip.
+    """
+    phases: list[list[LogRecord]] = [[] for _ in range(max_phases)]
+    run: dict[str, int] = {}
+    topic: dict[str, str] = {}
+    for line in lines:
+        if topic.get(line.key) != line.topic:
+            topic[line.key] = line.topic
+            run[line.key] = run.get(line.key, -1) + 1
+        if run[line.key] < max_phases:
+            phases[run[line.key]].append(record(line.topic, line.value))
+    return [p for p in phases if p]
+
+
+def simulated_phases(users: int, days: int, max_phases: int = 6,
+                     seed: int = 7) -> list[list[LogRecord]]:
+    """A simulated population's log (streams.simulate), in phases (see :func:`phased`)."""
+    return phased(simulate(SimConfig(users=users, days=days, seed=seed)), max_phases)
+
+
+def user_of(rec: LogRecord) -> str:
+    return rec.key.decode() if rec.key else ""
+
+
+def publish_at(env: dict[str, str], records: Iterable[LogRecord], rate: float) -> None:
+    """Publish in order at about ``rate`` records/s (0: as fast as possible)."""
+    settings = settings_of(env)
+    recs = list(records)
+
+    async def run() -> None:
+        await ensure_topics(settings)
+        await produce(settings, recs, rate=rate)
+
+    asyncio.run(run())
+
+
+class Feed(threading.Thread):
+    """Publishes phases from a background thread, waiting for the group's commits after each.
+
+    ``rates`` gives a phase's publishing rate (records/s; a slow phase keeps the stream live
+    while a test kills and restarts workers). ``started[i]`` is set when phase i begins.
+    :meth:`finish` joins and re-raises what went wrong in the thread.
+    """
+
+    def __init__(self, env: dict[str, str], phases: list[list[LogRecord]],
+                 rates: dict[int, float] | None = None, timeout: float = 120.0) -> None:
+        super().__init__(daemon=True)
+        self.env = env
+        self.phases = phases
+        self.rates = rates or {}
+        self.timeout = timeout
+        self.started = [threading.Event() for _ in phases]
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        produced: Counter[str] = Counter()
+        try:
+            for i, recs in enumerate(self.phases):
+                self.started[i].set()
+                publish_at(self.env, recs, self.rates.get(i, 0.0))
+                produced.update(r.topic for r in recs)
+                # Cumulative: committed_total is the absolute offset on each topic.
+                wait_committed(self.env, produced, timeout=self.timeout)
+        except BaseException as exc:  # handed to the test thread by finish()
+            self.error = exc
+
+    def finish(self, timeout: float = 180.0) -> None:
+        self.join(timeout)
+        if self.is_alive():
+            raise TimeoutError(f"the feed did not finish within {timeout:.0f} s")
+        if self.error is not None:
+            raise self.error
+
+
+# -- the pure fold of a log -----------------------------------------------------------------
+
+#: Output topics whose records the fold must reproduce exactly (ids and values).
+FOLD_OUTPUTS = ("limit-changes", "account-status", "decisions", "labels")
+OUTPUT_TOPICS = (*FOLD_OUTPUTS, "dead-letter")
+
+
+@dataclass
+class Fold:
+    """What the pure core makes of a log: the users' views and the outputs, by id."""
+
+    views: dict[str, dict[str, Any]]
+    #: logical output topic -> event_id -> value (JSON round-tripped, as a reader sees it)
+    outputs: dict[str, dict[str, dict[str, Any]]]
+    #: user -> valid events of the user in the log
+    applied: Counter[str]
+    dead_letters: int
+
+
+def fold(env: dict[str, str], log: Iterable[LogRecord]) -> Fold:
+    """Replay ``log`` through the worker's core configured as the worker is (rules scorer
+    behind the model gate: the model is cold, see :func:`assert_model_cold`)."""
+    settings = settings_of(env)
+    policy = load_policy(settings.policy_file)
+    m = policy.model
+    scorer = Scorer(Gate(min_labels=m.min_labels, min_auc=m.min_auc,
+                         max_log_loss=m.max_log_loss), lambda x: rule_risk(x, policy))
+    engine = Engine(policy, FeatureConfig(home_country=settings.home_country,
+                                          utc_offset_minutes=settings.utc_offset_minutes),
+                    scorer.risk, settings.currency)
+    replay = Replay(engine, Limits(settings.currency, settings.max_message_bytes))
+    outputs: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in OUTPUT_TOPICS}
+    for out in replay.run(log):
+        value = orjson.loads(encode(out.value))
+        assert value["event_id"] not in outputs[out.topic], "the fold repeated an output id"
+        outputs[out.topic][value["event_id"]] = value
+    views = {uid: orjson.loads(orjson.dumps(s.view())) for uid, s in replay.states.items()}
+    applied = Counter({uid: s.features_applied for uid, s in replay.states.items()})
+    assert len(outputs["labels"]) < m.min_labels, (
+        "the log yields enough labels to warm the model up: live decisions would then depend "
+        "on when each worker installs a snapshot, and the rules-only fold would not apply")
+    return Fold(views, outputs, applied, replay.stats.dead_letters)
+
+
+# -- reading what the workers produced -------------------------------------------------------
+
+def read_outputs(env: dict[str, str], topics: Iterable[str] = OUTPUT_TOPICS,
+                 idle: float = 1.0) -> dict[str, list[dict[str, Any]]]:
+    """Every record of the logical ``topics``, as :func:`read_topic` gives them, in one pass:
+    read up to the end offsets, then until ``idle`` seconds bring nothing new (the embedded
+    broker's end offsets have lagged behind the true count)."""
+    settings = settings_of(env)
+    names = logical_topics(settings)
+    logical = {names[t]: t for t in topics}
+
+    async def run() -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {t: [] for t in topics}
+        c = AIOKafkaConsumer(**aiokafka_kwargs(settings), group_id=None,
+                             enable_auto_commit=False, auto_offset_reset="earliest")
+        await c.start()
+        try:
+            await c._client.force_metadata_update()  # no public call for it
+            tps = [TopicPartition(real, p) for real in logical
+                   for p in sorted(c.partitions_for_topic(real) or ())]
+            c.assign(tps)
+            await c.seek_to_beginning(*tps)
+            end = await c.end_offsets(tps)
+            caught_up = False
+            while True:
+                batch = await c.getmany(timeout_ms=int(idle * 1000))
+                for tp_records in batch.values():
+                    for r in tp_records:
+                        out[logical[r.topic]].append({
+                            "topic": logical[r.topic], "partition": r.partition,
+                            "offset": r.offset, "key": r.key.decode() if r.key else None,
+                            "value": orjson.loads(r.value) if r.value is not None else None})
+                if not caught_up:
+                    pos = {tp: await c.position(tp) for tp in tps}
+                    caught_up = all(pos[tp] >= end[tp] for tp in tps)
+                elif not batch:
+                    return out
+        finally:
+            await c.stop()
+
+    return asyncio.run(run())
+
+
+# -- partition ownership ---------------------------------------------------------------------
+
+def owners(worker: WorkerProcess) -> dict[str, set[int]]:
+    """Worker URL -> partitions of the user table it serves, as ``worker`` sees the group
+    (Faust's router view of the last assignment)."""
+    status, body = worker.get("/router/")
+    if status != 200:
+        return {}
+    out: dict[str, set[int]] = {}
+    for url, tables in orjson.loads(body).items():
+        for topic, parts in tables.items():
+            if topic.endswith("users-changelog") and parts:
+                out[url.rstrip("/")] = set(parts)
+    return out
+
+
+def ready(worker: WorkerProcess) -> bool:
+    try:
+        return worker.alive() and worker.get("/readyz", timeout=1.0)[0] == 200
+    except OSError:
+        return False
+
+
+def wait_assignment(workers: list[WorkerProcess], partitions: int, timeout: float = 60.0,
+                    poll: float = 0.1) -> float:
+    """Wait until ``workers`` are all ready and, as each of them sees it, split the
+    ``partitions`` among themselves, each owning at least one; returns the seconds waited."""
+    t0 = time.monotonic()
+    want = {w.url for w in workers}
+    seen: list[dict[str, set[int]]] = []
+    while time.monotonic() - t0 < timeout:
+        if all(ready(w) for w in workers):
+            seen = [owners(w) for w in workers]
+            if all(set(o) == want and all(o.values()) and set().union(*o.values())
+                   == set(range(partitions)) and sum(map(len, o.values())) == partitions
+                   for o in seen):
+                return time.monotonic() - t0
+        time.sleep(poll)
+    raise TimeoutError(f"no assignment of {partitions} partitions to {sorted(want)} within "
+                       f"{timeout:.0f} s; last seen {seen}")
+
+
+# -- assertions shared by the crash and multi-worker tests ------------------------------------
+
+def dedup(records: list[dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], int]:
+    """Group output records by event_id: every copy of an id must be the same message (same
+    value, same key, same partition). Returns the first copy of each id and the number of
+    extra copies."""
+    first: dict[str, dict[str, Any]] = {}
+    extra = 0
+    for r in records:
+        eid = r["value"]["event_id"]
+        if eid in first:
+            extra += 1
+            f = first[eid]
+            assert r["value"] == f["value"], f"two different messages share the id {eid}"
+            assert (r["key"], r["partition"]) == (f["key"], f["partition"]), eid
+        else:
+            first[eid] = r
+    return first, extra
+
+
+def assert_versions_increase(topic: str, records: Iterable[dict[str, Any]]) -> None:
+    """Per user, the versions of the deduplicated outputs strictly increase in offset order."""
+    last: dict[str, tuple[int, int]] = {}
+    for r in sorted(records, key=lambda r: (r["partition"], r["offset"])):
+        uid, v = r["value"]["user_id"], r["value"]["version"]
+        if uid in last:
+            assert v > last[uid][0], (
+                f"{topic}: {uid} version {v} at offset {r['offset']} after version "
+                f"{last[uid][0]} at offset {last[uid][1]}")
+        last[uid] = (v, r["offset"])
+
+
+def assert_outputs_exact(env: dict[str, str], expected: Fold) -> dict[str, int]:
+    """The live outputs, deduplicated by event_id, are the fold's, id for id and value for
+    value; per-user versions strictly increase; no dead letter unless the fold has some.
+    Returns the duplicate copies seen per topic (what the at-least-once restarts produced)."""
+    live = read_outputs(env)
+    duplicates: dict[str, int] = {}
+    for topic in FOLD_OUTPUTS:
+        unique, duplicates[topic] = dedup(live[topic])
+        got = {eid: r["value"] for eid, r in unique.items()}
+        want = expected.outputs[topic]
+        assert got.keys() == want.keys(), (
+            f"{topic}: {len(got.keys() - want.keys())} ids not in the fold, "
+            f"{len(want.keys() - got.keys())} of the fold's ids missing")
+        wrong = [eid for eid in want if got[eid] != want[eid]]
+        assert not wrong, f"{topic}: {len(wrong)} messages differ from the fold, e.g. {wrong[0]}"
+        if topic != "labels":
+            assert_versions_increase(topic, unique.values())
+    # Every decision has exactly one audit record: a user's versions there are 1..n.
+    versions: dict[str, list[int]] = {}
+    for r in sorted(dedup(live["decisions"])[0].values(),
+                    key=lambda r: (r["partition"], r["offset"])):
+        versions.setdefault(r["value"]["user_id"], []).append(r["value"]["version"])
+    for uid, vs in versions.items():
+        assert vs == list(range(1, len(vs) + 1)), f"{uid}: decision versions {vs}"
+        assert expected.views[uid]["version"] == len(vs), uid
+    unique_dead, duplicates["dead-letter"] = dedup(live["dead-letter"])
+    assert len(unique_dead) == expected.dead_letters
+    return duplicates
+
+
+def assert_views_exact(worker: WorkerProcess, expected: Fold) -> None:
+    """Every user's ``GET /users/{id}`` (from ``worker``, routed to the owner) is the fold's
+    view, and counts every one of the user's valid events: nothing lost, nothing twice."""
+    wrong: list[str] = []
+    for uid, want in expected.views.items():
+        status, body = worker.get(f"/users/{uid}", timeout=5.0)
+        assert status == 200, f"GET /users/{uid} from {worker.url}: {status} {body[:200]!r}"
+        view = orjson.loads(body)
+        assert view["events_applied"] == expected.applied[uid], (
+            f"{uid}: {view['events_applied']} events applied, {expected.applied[uid]} in the log")
+        if view != want:
+            wrong.append(uid)
+    assert not wrong, f"{len(wrong)} users differ from the fold, e.g. {wrong[:5]}"
+
+
+def metric(worker: WorkerProcess, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` on the worker's /metrics whose labels match."""
+    text = worker.get("/metrics")[1].decode()
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith((name + "{", name + " ")):
+            continue
+        m = re.match(r"[^{ ]+(\{(.*)\})? (.+)$", line)
+        assert m, line
+        have = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            total += float(m.group(3))
+    return total
+
+
+def handled(worker: WorkerProcess) -> float:
+    """Records the worker has handled: applied, dead-lettered or dropped as duplicates."""
+    return (metric(worker, "limitstream_events_total")
+            + metric(worker, "limitstream_dead_letters_total")
+            + metric(worker, "limitstream_duplicates_total"))
+
+
+def rounds(log: list[LogRecord]) -> list[list[LogRecord]]:
+    """Split a log, in order, into rounds inside which each user's records are on one topic.
+
+    Kafka orders records per partition only: a worker applies one user's records from two
+    topics in arrival order. Publishing round by round, each after the previous is handled,
+    makes the worker see every user's records in the log's order — the replay's order.
+    """
+    out: list[list[LogRecord]] = []
+    current: list[LogRecord] = []
+    topic_of: dict[bytes | None, str] = {}
+    for rec in log:
+        if topic_of.get(rec.key, rec.topic) != rec.topic:
+            out.append(current)
+            current, topic_of = [], {}
+        topic_of[rec.key] = rec.topic
+        current.append(rec)
+    if current:
+        out.append(current)
+    return out
+
+
+def publish_in_rounds(env: dict[str, str], worker: WorkerProcess, log: list[LogRecord],
+                      timeout: float = 60.0) -> int:
+    """Publish ``log`` round by round, each once the worker has handled the one before."""
+    settings = settings_of(env)
+    parts = rounds(log)
+
+    async def run() -> None:
+        await ensure_topics(settings)
+        names = logical_topics(settings)
+        producer = AIOKafkaProducer(**aiokafka_kwargs(settings), linger_ms=1)
+        await producer.start()
+        try:
+            done = handled(worker)
+            for part in parts:
+                for rec in part:
+                    await producer.send(names[rec.topic], rec.value, key=rec.key)
+                await producer.flush()
+                done += len(part)
+                deadline = time.monotonic() + timeout
+                while await asyncio.to_thread(handled, worker) < done:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"worker handled {handled(worker)} of {done}")
+                    await asyncio.sleep(0.02)
+        finally:
+            await producer.stop()
+
+    asyncio.run(run())
+    return len(parts)

@@ -8,7 +8,6 @@ states are compared with the pure core run over the same log.
 from __future__ import annotations
 
 import base64
-import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -25,7 +24,7 @@ from streams.replay import Replay
 from streams.settings import DEFAULT_POLICY
 from streams.worker_process import WorkerProcess
 from tests.e2e import faulty_worker
-from tests.e2e.helpers import publish, read_topic, record, wait_committed
+from tests.e2e.helpers import metric, publish, read_topic, record, wait_committed
 
 pytestmark = pytest.mark.broker
 
@@ -113,20 +112,6 @@ def expected_views(engine: Engine, log: list[LogRecord]) -> dict[str, dict[str, 
     replay = Replay(engine, Limits("CNY"))
     list(replay.run(log))
     return {uid: orjson.loads(orjson.dumps(s.view())) for uid, s in replay.states.items()}
-
-
-def metric(worker: WorkerProcess, name: str, **labels: str) -> float:
-    text = worker.get("/metrics")[1].decode()
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        m = re.match(r"[^{ ]+(\{(.*)\})? (.+)$", line)
-        assert m
-        have = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
-        if all(have.get(k) == v for k, v in labels.items()):
-            total += float(m.group(3))
-    return total
 
 
 def test_every_input_applied_once_or_dead_lettered_once(

@@ -18,8 +18,7 @@ from policies.snapshot import verify_snapshot
 from streams.app import aiokafka_kwargs
 from streams.kafka_io import LogRecord
 from streams.worker_process import WorkerProcess
-from tests.e2e.helpers import publish, read_topic, record, settings_of, wait_committed
-from tests.e2e.test_backbone import metric
+from tests.e2e.helpers import metric, publish, read_topic, record, settings_of, wait_committed
 
 pytestmark = pytest.mark.broker
 
