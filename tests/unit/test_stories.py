@@ -3,6 +3,7 @@ see tests/e2e/test_scenarios.py)."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -60,7 +61,7 @@ def test_two_missed_repayments_suspend_then_the_ladder_leads_back_to_active() ->
     assert [d["new_stage"] for d in ladder] == [1, 2, 3, 0]
     assert ladder[-1]["new_status"] == "ACTIVE"
     # Each rung held for its observation period (30, 30, 60 days).
-    gaps = [(b["ts"] - a["ts"]) / DAY for a, b in zip(ladder, ladder[1:], strict=False)]
+    gaps = [(b["ts"] - a["ts"]) / DAY for a, b in itertools.pairwise(ladder)]
     assert gaps[0] >= 30 and gaps[1] >= 30 and gaps[2] >= 60
 
 
