@@ -86,8 +86,8 @@ class UserAgent:
         self.agent = app.agent(self.inputs, name="users")(self._run)
         #: (topic, partition) -> last offset handled, for the consumer-lag gauge.
         self.handled: dict[tuple[str, int], int] = {}
-        #: user_id -> (status, stage, limit) of the users stored by this worker (gauges).
-        self.summary: dict[str, tuple[str, int, int]] = {}
+        #: user_id -> (status, stage, limit, pending labels) of the users stored here (gauges).
+        self.summary: dict[str, tuple[str, int, int, int]] = {}
         self.summary_generation = -1
         self.rebalances_counted = 0
 
@@ -96,8 +96,10 @@ class UserAgent:
         self.summary = {}
         for key, raw in self.users.items():
             if raw is not None:
-                a = orjson.loads(raw)["a"]
-                self.summary[key.decode()] = (a["status"], a["stage"], a["limit"])
+                state = orjson.loads(raw)
+                a = state["a"]
+                self.summary[key.decode()] = (a["status"], a["stage"], a["limit"],
+                                              len(state["p"]))
 
     # -- the agent ---------------------------------------------------------------------------
 
@@ -159,7 +161,7 @@ class UserAgent:
         for uid, state in result.states.items():
             self.users[uid.encode()] = encode(state.to_dict())
             a = state.account
-            self.summary[uid] = (a.status.value, a.stage, a.limit)
+            self.summary[uid] = (a.status.value, a.stage, a.limit, len(state.pending))
         self.observe(result, records, elapsed)
         return result
 
@@ -168,9 +170,8 @@ class UserAgent:
         now = time.time()
         per_event = elapsed / max(1, len(records))
         for a in result.applied:
-            m.events.labels(topic=a.record.topic if a.record.topic != REKEYED
-                            else a.record.source, kind=a.event.kind).inc()
-            m.processing.labels(topic=a.record.topic).observe(per_event)
+            m.events.labels(topic=a.record.source or a.record.topic, kind=a.event.kind).inc()
+            m.processing.labels(topic=a.record.source or a.record.topic).observe(per_event)
             r = a.result
             if r.late_events:
                 m.late_events.inc(r.late_events)

@@ -25,6 +25,7 @@ def is_ready(app: faust.App) -> bool:
 
 
 def register_views(app: faust.App, users: UserAgent, registry: CollectorRegistry) -> None:
+    metrics = users.metrics
     @app.page("/users/{user_id}")
     @app.table_route(table=users.users, match_info="user_id")
     async def user_view(web: Any, request: Any, user_id: str) -> Any:
@@ -47,4 +48,5 @@ def register_views(app: faust.App, users: UserAgent, registry: CollectorRegistry
     async def readyz(web: Any, request: Any) -> Any:
         checks = readiness(app)
         ready = all(checks.values())
+        metrics.ready.set(1 if ready else 0)  # the gauge follows every probe, not only the timer
         return web.json({"ready": ready, **checks}, status=200 if ready else 503)

@@ -76,8 +76,9 @@ def refresh_population(rt: Runtime) -> None:
         users.rebuild_summary()
         users.summary_generation = rt.app.rebalancing_count
     counts: Counter[tuple[str, str]] = Counter()
-    total_limit = 0
-    for status, stage, limit in users.summary.values():
+    total_limit = pending = 0
+    for status, stage, limit, waiting in users.summary.values():
+        pending += waiting
         # stage "" outside probation (the dashboard's convention)
         counts[(status, str(stage) if stage else "")] += 1
         total_limit += limit
@@ -87,6 +88,7 @@ def refresh_population(rt: Runtime) -> None:
         m.users_by_status.labels(status=status, stage=stage_label).set(c)
     m.limit_extended.set(total_limit)
     m.table_users.set(len(users.summary))
+    m.pending_labels.set(pending)
     m.ready.set(1 if is_ready(rt.app) else 0)
 
 

@@ -71,7 +71,8 @@ def _logistic(z: float) -> float:
 def rule_risk(features: Mapping[str, float], policy: Policy) -> Risk:
     """Score ``features`` with the policy's rules.
 
-    A missing or non-finite feature counts as its reference value (contributes nothing):
+    A missing or non-finite feature, or one whose ``requires`` feature is not positive,
+    counts as its reference value (contributes nothing):
     the rule score must always answer, and a broken feature must not push the score either
     way. Contributions are log-odds, rounded to 6 decimals (stable audit bytes), the largest
     in absolute value first.
@@ -91,7 +92,7 @@ def rule_risk(features: Mapping[str, float], policy: Policy) -> Risk:
     terms: list[tuple[str, float]] = []
     for w in policy.rules.weights:
         x = features.get(w.feature, w.reference)
-        if not math.isfinite(x):
+        if not math.isfinite(x) or (w.requires and not features.get(w.requires, 0.0) > 0.0):
             x = w.reference
         c = w.weight * (min(max(x, 0.0), w.cap) - w.reference)
         z += c

@@ -143,6 +143,9 @@ class RuleWeight:
     weight: float
     reference: float  #: the value that contributes nothing (a typical good customer)
     cap: float  #: values above count as this, so one extreme feature cannot decide alone
+    #: A feature that must be positive for this term to count (e.g. a ratio over income
+    #: means nothing while the income is unknown); "" = always counts.
+    requires: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,8 +285,12 @@ def _rules(raw: Mapping[str, Any]) -> RulesSpec:
             raise PolicyError(key, "unknown feature (see features/names.py)")
         spec = _table(key, spec)
         for k in spec:
-            if k not in ("weight", "reference", "cap"):
-                raise PolicyError(f"{key}.{k}", "unknown key (known: weight, reference, cap)")
+            if k not in ("weight", "reference", "cap", "requires"):
+                raise PolicyError(f"{key}.{k}",
+                                  "unknown key (known: weight, reference, cap, requires)")
+        requires = spec.get("requires", "")
+        if not isinstance(requires, str) or (requires and requires not in FEATURE_NAMES):
+            raise PolicyError(f"{key}.requires", "must name a feature (see features/names.py)")
         for k in ("weight", "reference", "cap"):
             if k not in spec:
                 raise PolicyError(f"{key}.{k}", "missing")
@@ -293,6 +300,7 @@ def _rules(raw: Mapping[str, Any]) -> RulesSpec:
             _float(f"{key}.weight", spec["weight"], {"ge": -100.0, "le": 100.0}),
             _float(f"{key}.reference", spec["reference"], {"ge": 0.0, "le": cap}),
             cap,
+            requires,
         ))
     # The file's order is kept: it is the order the rules are documented in.
     return RulesSpec(intercept, tuple(weights))

@@ -20,6 +20,7 @@ PRODUCER_LINGER_S = 0.005
 PRODUCER_MAX_BATCH_BYTES = 256 * 1024
 MAX_POLL_RECORDS = 2000
 SESSION_TIMEOUT_S = 6.0
+FETCH_MAX_WAIT_MS = 20
 HEARTBEAT_S = 1.0
 
 
@@ -63,10 +64,31 @@ def aiokafka_kwargs(settings: Settings) -> dict[str, Any]:
     return kw
 
 
+def _short_fetch_wait() -> None:
+    """Faust hard-codes ``fetch_max_wait_ms=1500`` for its worker consumer. Measured on the
+    embedded broker, an idle worker then saw a fresh record 90-750 ms late (median about
+    740 ms); the decision-latency goal is 50 ms. The setting only bounds how long the broker
+    may hold an *empty* fetch, so a shorter one costs nothing under load."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    create = AIOKafkaConsumerThread._create_worker_consumer
+    if getattr(create, "limitstream_patched", False):
+        return
+
+    def create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = create(self, transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        return consumer
+
+    create_worker_consumer.limitstream_patched = True  # type: ignore[attr-defined]
+    AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings) -> faust.App:
     """A Faust app configured from the settings; agents are registered by :mod:`agents`."""
     if not settings.broker:
         raise ValueError("create_app needs a broker URL (start the embedded broker first)")
+    _short_fetch_wait()
     conf: dict[str, Any] = {
         "broker": settings.broker,
         "store": settings.store,

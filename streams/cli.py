@@ -136,6 +136,60 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     interactive=not args.plain)
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from streams.kafka_io import LogRecord, ensure_topics, produce
+    from streams.simulate import SimConfig, simulate, truth_path, write_log, write_truth
+
+    cfg = SimConfig(users=args.users, days=args.days, seed=args.seed)
+    if not args.to_broker:
+        if not args.out:
+            sys.exit("limitstream: simulate needs --out LOG (or --to-broker)")
+        out = Path(args.out)
+        n = write_log(cfg, out, progress=not args.no_progress)
+        print(f"{n} events -> {out} (truth: {truth_path(out)})", file=sys.stderr)
+        return 0
+    settings = _need_broker(_settings())
+    records = (LogRecord(line.topic, line.key.encode(), orjson.dumps(line.value))
+               for line in simulate(cfg))
+
+    async def run() -> int:
+        await ensure_topics(settings)
+        return await produce(settings, records, rate=args.rate)
+
+    n = asyncio.run(run())
+    print(f"published {n} events to {settings.broker}", file=sys.stderr)
+    if args.out:  # the ground truth only: the events went to the broker
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        print(f"truth: {write_truth(cfg, Path(args.out))}", file=sys.stderr)
+    return 0
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    from policies.spec import PolicyError
+    from streams.backtest import backtest
+    from streams.report import write_report
+    from streams.simulate import truth_path
+
+    if importlib.util.find_spec("matplotlib") is None:  # before a run of minutes, not after
+        sys.exit("limitstream: the report needs matplotlib: pip install 'limitstream[report]'")
+    settings = _settings()
+    log = Path(args.log)
+    truth = Path(args.truth) if args.truth else truth_path(log)
+    policy = Path(args.policy) if args.policy else settings.policy_file
+    t0 = time.perf_counter()
+    try:
+        data = backtest(log, truth, policy, Path(args.challenger) if args.challenger else None,
+                        settings, progress=lambda m: print(f"  {m}", file=sys.stderr))
+        json_path, html_path = write_report(data, Path(args.out))
+    except (OSError, PolicyError) as exc:
+        sys.exit(f"limitstream: {exc}")
+    print(f"backtest in {time.perf_counter() - t0:.1f} s: {html_path} (data: {json_path})",
+          file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="limitstream", description=__doc__.splitlines()[0] if
                                 __doc__ else None)
@@ -174,6 +228,30 @@ def build_parser() -> argparse.ArgumentParser:
     chk = pol_sub.add_parser("check", help="validate a policy file and print its version")
     chk.add_argument("file")
     chk.set_defaults(func=cmd_policy_check)
+
+    sim = sub.add_parser("simulate", help="a seeded simulated portfolio: a log file and its "
+                         "ground truth, or events published to the broker")
+    sim.add_argument("--users", type=int, default=1000)
+    sim.add_argument("--days", type=int, default=180)
+    sim.add_argument("--seed", type=int, default=7)
+    sim.add_argument("--out", default="", help="JSON Lines log to write (the truth goes beside "
+                     "it); with --to-broker, where the truth goes (as if the log were there)")
+    sim.add_argument("--to-broker", action="store_true",
+                     help="publish to LIMITSTREAM_BROKER instead of writing the log")
+    sim.add_argument("--rate", type=float, default=0.0,
+                     help="with --to-broker: records per second (0: as fast as possible)")
+    sim.add_argument("--no-progress", action="store_true")
+    sim.set_defaults(func=cmd_simulate)
+
+    bt = sub.add_parser("backtest", help="run policies and baselines over a log; HTML + JSON "
+                        "report")
+    bt.add_argument("log")
+    bt.add_argument("--truth", default="", help="ground truth (default: LOG's .truth.jsonl)")
+    bt.add_argument("--policy", default="", help="champion policy (default: "
+                    "LIMITSTREAM_POLICY_FILE)")
+    bt.add_argument("--challenger", default="", help="a second policy, compared side by side")
+    bt.add_argument("--out", required=True, help="directory for report.html and backtest.json")
+    bt.set_defaults(func=cmd_backtest)
 
     d = sub.add_parser("demo", help="embedded broker + worker + simulated portfolio, live")
     d.add_argument("--seconds", type=float, default=0.0, help="stop after this long (0: Ctrl-C)")
