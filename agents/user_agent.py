@@ -29,8 +29,10 @@ import faust
 import orjson
 
 from agents.metrics import Metrics
+from agents.users_table import users_table
 from policies.engine import UserState
 from policies.processor import REKEYED, SOURCE_HEADER, BatchResult, Processor, RawRecord
+from streams.app import aiokafka_kwargs
 from streams.codec import encode
 from streams.settings import Settings
 
@@ -79,10 +81,7 @@ class UserAgent:
         # Keys are raw user_id bytes and the changelog partition is the key's partition
         # (use_partitioner): the same partition as the user's input records, so recovery and
         # web routing find the user where its events are consumed.
-        # key_type/value_type bytes is what makes Faust use the raw codec for the changelog
-        # *and* its recovery (a Schema alone leaves recovery decoding JSON).
-        self.users = app.Table("users", default=None, partitions=n, use_partitioner=True,
-                               key_type=bytes, value_type=bytes)
+        self.users = users_table(app, n, aiokafka_kwargs(settings))
         self.agent = app.agent(self.inputs, name="users")(self._run)
         #: (topic, partition) -> last offset handled, for the consumer-lag gauge.
         self.handled: dict[tuple[str, int], int] = {}

@@ -1,0 +1,45 @@
+"""The production store: a worker on RocksDB (rocksdict) applies the log like the pure core,
+and files every user in its own partition's database."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from policies.processor import key_partition
+from policies.spec import load_policy
+from streams.codec import Limits
+from streams.kafka_io import read_log
+from streams.learning import InProcessLearning, engine_for
+from streams.replay import Replay
+from streams.worker_process import WorkerProcess
+from tests.e2e.helpers import publish_in_rounds, settings_of
+
+pytestmark = pytest.mark.broker
+
+SAMPLE = Path(__file__).resolve().parents[2] / "streams" / "samples" / "sample.jsonl"
+
+
+def test_rocksdb_worker_matches_the_core(kafka_env: dict[str, str], tmp_path: Path,
+                                         start_worker: Callable[..., WorkerProcess]) -> None:
+    worker = start_worker({"LIMITSTREAM_STORE": "rocksdb://"})
+    log = list(read_log(SAMPLE))
+    publish_in_rounds(kafka_env, worker, log)
+
+    settings = settings_of({**kafka_env, "LIMITSTREAM_STORE": "rocksdb://"})
+    engine, scorer = engine_for(load_policy(settings.policy_file), settings)
+    replay = Replay(engine, Limits(settings.currency), InProcessLearning(scorer))
+    list(replay.run(log))
+    for uid, state in replay.states.items():
+        status, body = worker.get(f"/users/{uid}")
+        assert status == 200, uid
+        assert orjson.loads(body) == orjson.loads(orjson.dumps(state.view())), uid
+
+    # A RocksDB database for every partition that holds one of the log's users.
+    tables = list(Path(settings.data_dir).rglob("users-*.db"))
+    partitions = {int(p.name.split("-")[-1].split(".")[0]) for p in tables}
+    expected = {key_partition(uid.encode(), settings.partitions) for uid in replay.states}
+    assert expected <= partitions, (sorted(p.name for p in tables), expected)
