@@ -22,6 +22,20 @@ class BrokerError(RuntimeError):
     """The embedded broker could not be found or did not start."""
 
 
+def terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Stop a child by its PID: SIGTERM, then SIGKILL if it is still there after ``timeout``."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago on ``host``."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -101,16 +115,7 @@ class EmbeddedBroker:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the broker by its PID: SIGTERM, then SIGKILL if it lingers."""
-        if self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout)
+        terminate(self.process, timeout)
 
 
 @contextlib.contextmanager
