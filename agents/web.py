@@ -41,7 +41,11 @@ def register_views(app: faust.App, users: UserAgent, registry: CollectorRegistry
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
-        # The process answers: its event loop runs.
+        # The event loop answers; but a Faust app that crashed (e.g. a failed table recovery)
+        # can keep its web server up while consuming nothing: that is not alive.
+        if app.crashed:
+            return web.json({"status": "crashed", "reason": repr(app.crash_reason)},
+                            status=503)
         return web.json({"status": "ok"})
 
     @app.page("/readyz")

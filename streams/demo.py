@@ -146,7 +146,8 @@ async def _demo(settings: Settings, worker: WorkerProcess, users: int, seconds: 
     published = 0
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP too: a closed terminal must not leave the broker and the worker behind.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
 
     async def publish() -> None:
@@ -211,6 +212,13 @@ async def _demo(settings: Settings, worker: WorkerProcess, users: int, seconds: 
 
 def run_demo(settings: Settings, seconds: float = 0.0, users: int = 300,
              interactive: bool = True) -> int:
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    # While starting up, a SIGTERM or a closed terminal unwinds like Ctrl-C: through the
+    # finally below, which stops the worker and the broker.
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGHUP, interrupt)
     broker: EmbeddedBroker | None = None
     if settings.uses_embedded_broker:
         broker = EmbeddedBroker.start()
