@@ -22,6 +22,7 @@ test: $(STAMP) promtool
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench.run_all
 
 lint: $(STAMP)

@@ -7,8 +7,8 @@ own session and stopped by its PID in a ``finally``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import math
 import os
 import signal
 import statistics
@@ -218,7 +218,7 @@ def percentile(sorted_xs: Sequence[float], q: float) -> float:
     """Nearest-rank percentile of an already sorted sample."""
     if not sorted_xs:
         return float("nan")
-    k = max(0, min(len(sorted_xs) - 1, int(round(q / 100 * len(sorted_xs) + 0.5)) - 1))
+    k = max(0, min(len(sorted_xs) - 1, math.ceil(q / 100 * len(sorted_xs)) - 1))
     return sorted_xs[k]
 
 
@@ -232,6 +232,3 @@ def loadavg() -> str:
 def workdir(prefix: str = "limitstream-bench-") -> tempfile.TemporaryDirectory[str]:
     return tempfile.TemporaryDirectory(prefix=prefix)
 
-
-def run(coro: object) -> object:
-    return asyncio.run(coro)  # type: ignore[arg-type]
