@@ -121,8 +121,16 @@ class Processor:
         return record.key != uid or key_partition(uid, self.partitions) != record.partition
 
     def process(self, records: Sequence[RawRecord],
-                load: Callable[[str], UserState | None]) -> BatchResult:
-        """Apply ``records`` in order; ``load`` reads a user's stored state (None: new)."""
+                load: Callable[[str], UserState | None],
+                reload: Callable[[str], UserState | None] | None = None) -> BatchResult:
+        """Apply ``records`` in order; ``load`` reads a user's stored state (None: new).
+
+        The engine updates a state in place, so after a failed record the user's state is
+        rebuilt from ``reload``, which must return a *fresh* copy of the state as stored
+        before this batch (``load`` may hand out a cached object: it defaults to ``load``
+        for callers whose ``load`` already decodes afresh).
+        """
+        reload = reload or load
         out = BatchResult()
         # The records applied per user in this batch, to rebuild a state after a failure.
         history: dict[str, list[tuple[InputEvent, Source, bool]]] = {}
@@ -153,7 +161,7 @@ class Processor:
                     error = BadInput("processing_error", f"{type(exc).__name__}: {exc}")
                 # The step may have half-updated the state: rebuild it without this record,
                 # and remember the record as read so a redelivery is a duplicate.
-                out.states[uid] = self._rebuild(uid, load, done)
+                out.states[uid] = self._rebuild(uid, reload, done)
                 self.engine.mark_read(out.states[uid], event, source)
                 done.append((event, source, False))
                 out.dead_letters[(logical, error.code)] += 1

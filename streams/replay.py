@@ -18,7 +18,7 @@ import orjson
 
 from policies.engine import Engine, Output, UserState
 from policies.processor import BatchResult, Processor, RawRecord
-from streams.codec import Limits
+from streams.codec import Limits, encode
 from streams.kafka_io import LogRecord
 from streams.learning import InProcessLearning
 
@@ -66,7 +66,22 @@ class Replay:
             yield from self._apply(chunk)
 
     def _apply(self, chunk: list[RawRecord]) -> list[Output]:
-        result: BatchResult = self.processor.process(chunk, self.states.get)
+        # States live here as objects the engine updates in place: keep each touched user's
+        # state as it was before the chunk (encoded at first touch), for the processor to
+        # rebuild from should a record fail half-way.
+        before: dict[str, bytes | None] = {}
+
+        def load(uid: str) -> UserState | None:
+            state = self.states.get(uid)
+            if uid not in before:
+                before[uid] = None if state is None else encode(state.to_dict())
+            return state
+
+        def reload(uid: str) -> UserState | None:
+            raw = before.get(uid)
+            return None if raw is None else UserState.from_dict(orjson.loads(raw))
+
+        result: BatchResult = self.processor.process(chunk, load, reload)
         self.states.update(result.states)
         s = self.stats
         s.records += len(chunk)
