@@ -9,12 +9,12 @@ Per batch of records (``take_events``):
 1. the processor applies them to the users' states (pure; bad records become dead letters);
 2. every output is sent and its delivery awaited;
 3. only then is each touched user's state written to the table, once, with the offsets it
-   has applied inside it.
+   has applied inside it, and the changelog records' delivery awaited.
 
-Faust acks the batch's records after this body returns and flushes the producer (changelog
-included) before it commits offsets. So after a crash, a record is either in a stored state
-(its redelivery is a counted duplicate, its outputs were delivered before the state was
-written) or not (it is applied again and re-sends the same outputs, with the same ids).
+Faust acks the batch's records only after this body returns, and commits only acked offsets.
+So after a crash, a record is either in a stored state (its redelivery is a counted
+duplicate, its outputs were delivered before the state was written) or not (it is applied
+again and re-sends the same outputs, with the same ids).
 """
 
 from __future__ import annotations
@@ -198,10 +198,13 @@ class UserAgent:
                                                 value=encode(out.value)))
         if futures:
             await asyncio.gather(*futures)
+        stored = []
         for uid, state in result.states.items():
-            self.users[uid.encode()] = encode(state.to_dict())
+            stored.append(self.users.put(uid.encode(), encode(state.to_dict())))
             a = state.account
             self.summary[uid] = (a.status.value, a.stage, a.limit, len(state.pending))
+        # Delivered before Faust may ack (and later commit) the batch's input offsets.
+        await asyncio.gather(*stored)
         self._cache_stored(result.states)
 
     def observe(self, result: BatchResult, records: list[RawRecord], elapsed: float) -> None:

@@ -19,8 +19,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -56,6 +57,21 @@ class _ChangelogEvent:
 class UsersTable(faust.Table[bytes, bytes]):
     #: Connection settings for reading the changelog's tail (set by :func:`users_table`).
     kafka: dict[str, Any]
+
+    def put(self, key: bytes, value: bytes) -> Awaitable[Any]:
+        """``table[key] = value``, returning the changelog record's delivery future.
+
+        The agent awaits it before the batch is acked. Faust's own guarantee is weaker: it
+        flushes its producer buffer before committing offsets, but that flush gives up when
+        no record leaves the buffer for 100 ms (``ProducerBuffer.flush_atmost``), so under
+        load an offset could be committed ahead of the state that applied it.
+        """
+        fut = self.send_changelog(self.partition_for_key(key), key, value)
+        # eager partitioning: the producer chose the partition already.
+        self._maybe_set_key_ttl(key, cast(int, fut.message.partition))
+        self._sensor_on_set(self, key, value)
+        self.data[key] = value
+        return cast(Awaitable[Any], fut)
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
         await self._recover_tail(active_tps)
