@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -35,7 +36,8 @@ def kafka_env(broker: EmbeddedBroker, tmp_path: Path) -> dict[str, str]:
         "LIMITSTREAM_APP_ID": f"limitstream-test-{n}",
         "LIMITSTREAM_PARTITIONS": "4",
         "LIMITSTREAM_DATA_DIR": str(tmp_path / "data"),
-        "LIMITSTREAM_LOG_LEVEL": "warning",
+        # LIMITSTREAM_TEST_LOG_LEVEL=info gives the workers' logs (tmp_path) Faust's timeline.
+        "LIMITSTREAM_LOG_LEVEL": os.environ.get("LIMITSTREAM_TEST_LOG_LEVEL", "warning"),
         "LIMITSTREAM_MODEL_HMAC_KEY": "test-only-hmac-key",
     }
 

@@ -15,14 +15,11 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from features import FeatureConfig
-from policies.engine import Engine
-from policies.rules import rule_risk
-from policies.scorer import Gate, Scorer
 from policies.spec import load_policy
 from streams.app import aiokafka_kwargs
 from streams.codec import Limits, encode
 from streams.kafka_io import LogRecord, consume, ensure_topics, logical_topics, produce
+from streams.learning import engine_for
 from streams.replay import Replay
 from streams.settings import Settings
 from streams.simulate import LogLine, SimConfig, simulate
@@ -206,16 +203,13 @@ class Fold:
 
 
 def fold(env: dict[str, str], log: Iterable[LogRecord]) -> Fold:
-    """Replay ``log`` through the worker's core configured as the worker is (rules scorer
-    behind the model gate: the model is cold, see :func:`assert_model_cold`)."""
+    """Replay ``log`` through the core built as the worker builds it. The model stays cold
+    (fewer labels than the policy's gate needs, asserted below), so the rules decide live too,
+    whenever each worker installs a snapshot."""
     settings = settings_of(env)
     policy = load_policy(settings.policy_file)
     m = policy.model
-    scorer = Scorer(Gate(min_labels=m.min_labels, min_auc=m.min_auc,
-                         max_log_loss=m.max_log_loss), lambda x: rule_risk(x, policy))
-    engine = Engine(policy, FeatureConfig(home_country=settings.home_country,
-                                          utc_offset_minutes=settings.utc_offset_minutes),
-                    scorer.risk, settings.currency)
+    engine, _ = engine_for(policy, settings)  # the worker's own factory
     replay = Replay(engine, Limits(settings.currency, settings.max_message_bytes))
     outputs: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in OUTPUT_TOPICS}
     for out in replay.run(log):
