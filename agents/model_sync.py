@@ -51,7 +51,6 @@ class ModelSync:
         #: Set once the follower has read the snapshots topic up to its end at start-up.
         self.caught_up = asyncio.Event()
         self.trainer: Trainer | None = None
-        self.learnt_since_snapshot = 0
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
         self.labels = app.topic(settings.topics.labels, partitions=1, **raw)
         self.snapshots = app.topic(settings.topics.model_snapshots, partitions=1, **raw)
@@ -158,15 +157,18 @@ class ModelSync:
                     break
                 for rec in batch.get(tp, []):
                     if rec.offset < stop:
-                        self._learn_one(trainer, rec.value, rec.offset)
+                        await self._learn_one(trainer, rec.value, rec.offset)
         finally:
             await consumer.stop()
 
-    def _learn_one(self, trainer: Trainer, raw: bytes | None, offset: int) -> None:
+    async def _learn_one(self, trainer: Trainer, raw: bytes | None, offset: int) -> None:
         label = orjson.loads(raw or b"{}")
         if trainer.learn(label["x"], int(label["label"]), offset):
             self.metrics.labels_learned.inc()
-            self.learnt_since_snapshot += 1
+            # A snapshot at every multiple of the cadence, whatever the batches and restarts:
+            # the versions the replay's in-process learning publishes at the same points.
+            if trainer.model.n_learned % self.settings.snapshot_every_labels == 0:
+                await self.publish(trainer)
 
     async def _learn_batch(self, events: list[Any]) -> None:
         first = events[0].message.offset
@@ -177,11 +179,9 @@ class ModelSync:
         trainer = self.trainer
         drift_before = trainer.quality.drift_detected_count
         for ev in events:
-            self._learn_one(trainer, ev.message.value, ev.message.offset)
+            await self._learn_one(trainer, ev.message.value, ev.message.offset)
         if trainer.quality.drift_detected_count > drift_before:
             self.metrics.drift_detections.inc(trainer.quality.drift_detected_count - drift_before)
-        if self.learnt_since_snapshot >= self.settings.snapshot_every_labels:
-            await self.publish(trainer)
 
     async def publish(self, trainer: Trainer) -> None:
         if not self.key:
@@ -190,4 +190,3 @@ class ModelSync:
         raw = trainer.snapshot(self.key, created_ts=int(time.time() * 1000))
         # Wait for delivery: a restarted trainer resumes from the newest delivered snapshot.
         await (await self.snapshots.send(key=SNAPSHOT_KEY, value=raw))
-        self.learnt_since_snapshot = 0

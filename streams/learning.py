@@ -49,7 +49,6 @@ class InProcessLearning:
         self.trainer = Trainer(kind)
         self.snapshot_every = snapshot_every
         self.offset = -1
-        self.since_snapshot = 0
         self.snapshots = 0
         #: (labels learnt, rolling ROC AUC, rolling log loss) at each snapshot: quality over time.
         self.history: list[tuple[int, float, float]] = []
@@ -60,16 +59,15 @@ class InProcessLearning:
             if out.topic != LABELS:
                 continue
             self.offset += 1
-            if self.trainer.learn(out.value["x"], int(out.value["label"]), self.offset):
-                self.since_snapshot += 1
-            if self.since_snapshot >= self.snapshot_every:
+            learnt = self.trainer.learn(out.value["x"], int(out.value["label"]), self.offset)
+            # At every multiple of the cadence, as the live trainer does.
+            if learnt and self.trainer.model.n_learned % self.snapshot_every == 0:
                 self.publish()
 
     def publish(self) -> None:
         # A frozen copy, as a worker has: the trainer keeps learning, the scorer does not.
         model = RiskModel.from_state(self.trainer.model.to_state())
         self.scorer.install(model, self.trainer.summary())
-        self.since_snapshot = 0
         self.snapshots += 1
         q = self.trainer.quality
         self.history.append((model.n_learned, q.roc_auc, q.log_loss))
