@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,7 +75,7 @@ class EmbeddedBroker:
 
     @property
     def bootstrap(self) -> str:
-        """The aiokafka-style bootstrap servers string."""
+        """The aiokafka-style bootstrap servers string (the benchmarks' clients)."""
         return f"{self.host}:{self.port}"
 
     @property
@@ -116,13 +115,3 @@ class EmbeddedBroker:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the broker by its PID: SIGTERM, then SIGKILL if it lingers."""
         terminate(self.process, timeout)
-
-
-@contextlib.contextmanager
-def embedded_broker(host: str = "127.0.0.1", port: int = 0) -> Iterator[EmbeddedBroker]:
-    """Context manager: a broker for the duration of the block."""
-    broker = EmbeddedBroker.start(host, port)
-    try:
-        yield broker
-    finally:
-        broker.stop()

@@ -233,22 +233,6 @@ def decode(logical_topic: str, raw: bytes | None, limits: Limits) -> InputEvent:
     return _DECODERS[logical_topic](obj, limits)
 
 
-def peek_user_id(raw: bytes | None) -> str | None:
-    """The ``user_id`` of a message, if it has a usable one (for re-keying); never raises."""
-    if raw is None:
-        return None
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(obj, dict):
-        return None
-    uid = obj.get("user_id")
-    if isinstance(uid, str) and 0 < len(uid) <= MAX_ID_LEN and _ID_RE.match(uid):
-        return uid
-    return None
-
-
 def derive_id(*parts: str | int) -> str:
     """A deterministic output id: the same inputs give the same id on every replay.
 

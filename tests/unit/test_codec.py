@@ -10,7 +10,7 @@ import jsonschema
 import orjson
 import pytest
 
-from streams.codec import MAX_AMOUNT, BadInput, Limits, decode, derive_id, peek_user_id
+from streams.codec import MAX_AMOUNT, BadInput, Limits, decode, derive_id
 from streams.records import (
     AccountClosed,
     AccountOpened,
@@ -200,12 +200,6 @@ def test_error_dict_is_bounded_and_names_the_rule() -> None:
     err = BadInput("too_long", "x", "user_id", "y" * 1000).as_dict()
     assert err["code"] == "too_long" and err["field"] == "user_id"
     assert len(err["value"]) <= 201
-
-
-def test_peek_user_id_never_raises() -> None:
-    assert peek_user_id(b'{"user_id": "u-9"}') == "u-9"
-    for raw in (None, b"{", b"[]", b'{"user_id": 5}', b'{"user_id": "a b"}'):
-        assert peek_user_id(raw) is None
 
 
 def test_derived_ids_are_deterministic_and_separated() -> None:
