@@ -10,6 +10,7 @@ run from three sides: the users' states, the outputs, the dead letters.
 from __future__ import annotations
 
 import base64
+import os
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -50,14 +51,15 @@ BAD_EVERY = 300
 
 def bad_record(i: int, uid: str) -> tuple[LogRecord, str]:
     """The i-th bad record (unique bytes), keyed by a real user, and its dead-letter code."""
-    ok = {"event_id": f"bad-{i}", "user_id": uid, "ts": 1_767_225_600_000 + i,
-          "kind": "purchase", "amount": 1_000 + i, "currency": "CNY",
-          "merchant_category": "5411", "country": "CN"}
+    amount = 1_000 + i
+    ok: dict[str, Any] = {"event_id": f"bad-{i}", "user_id": uid, "ts": 1_767_225_600_000 + i,
+                          "kind": "purchase", "amount": amount, "currency": "CNY",
+                          "merchant_category": "5411", "country": "CN"}
     variants: list[tuple[dict[str, Any] | bytes, str]] = [
         (b'{"event_id": "bad-%d", ' % i, "malformed_json"),
         ({k: v for k, v in ok.items() if k != "amount"}, "missing_field"),
-        ({**ok, "amount": str(ok["amount"])}, "wrong_type"),
-        ({**ok, "amount": -ok["amount"]}, "out_of_range"),
+        ({**ok, "amount": str(amount)}, "wrong_type"),
+        ({**ok, "amount": -amount}, "out_of_range"),
         ({**ok, "kind": "transfer"}, "unknown_kind"),
         ({**ok, "currency": "USD"}, "wrong_currency"),
     ]
@@ -91,7 +93,7 @@ def crash(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
         "LIMITSTREAM_APP_ID": "limitstream-test-crash",
         "LIMITSTREAM_PARTITIONS": "4",
         "LIMITSTREAM_DATA_DIR": str(tmp / "data"),
-        "LIMITSTREAM_LOG_LEVEL": "warning",
+        "LIMITSTREAM_LOG_LEVEL": os.environ.get("LIMITSTREAM_TEST_LOG_LEVEL", "warning"),
         "LIMITSTREAM_MODEL_HMAC_KEY": "test-only-hmac-key",
         # Static membership: the restarted worker takes its partitions back sooner.
         "LIMITSTREAM_INSTANCE_ID": "crash-worker",
