@@ -89,14 +89,20 @@ class UserAgent:
         self.handled: dict[tuple[str, int], int] = {}
         #: user_id -> (status, stage, limit, pending labels) of the users stored here (gauges).
         self.summary: dict[str, tuple[str, int, int, int]] = {}
-        self.summary_generation = -1
         #: Decoded states of recently stored users, valid while no rebalance happened.
         self.cache: dict[str, UserState] = {}
-        self.cache_generation = -1
-        self.rebalances_counted = 0
+        #: The app's rebalance count that the cache and the summary reflect.
+        self.generation = 0
 
-    def rebuild_summary(self) -> None:
-        """Re-read the summary from the local table (after a rebalance moved users)."""
+    def sync_generation(self) -> None:
+        """After a rebalance users may have moved between workers: drop the decoded states,
+        rebuild the summary from the local table, and count the rebalances."""
+        seen = self.app.rebalancing_count
+        if seen == self.generation:
+            return
+        self.metrics.rebalances.inc(seen - self.generation)
+        self.generation = seen
+        self.cache.clear()
         self.summary = {}
         for key, raw in self.users.items():
             if raw is not None:
@@ -162,10 +168,7 @@ class UserAgent:
         records = self.to_raw(events)
         for ev in events:
             self.handled[(ev.message.topic, ev.message.partition)] = ev.message.offset
-        if self.cache_generation != self.app.rebalancing_count:
-            # Partitions may have moved, and their users been changed by another worker.
-            self.cache.clear()
-            self.cache_generation = self.app.rebalancing_count
+        self.sync_generation()
         t0 = time.perf_counter()
         # The engine updates the loaded (cached) objects in place; a failed record is
         # rebuilt from the table, which this batch has not written yet.

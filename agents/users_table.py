@@ -30,7 +30,7 @@ from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 from yarl import URL
 
-from policies.processor import key_partition
+from streams.app import key_partition
 
 log = logging.getLogger(__name__)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 
 import faust
 from prometheus_client import CollectorRegistry
@@ -14,8 +15,8 @@ from agents.model_sync import ModelSync
 from agents.user_agent import UserAgent
 from agents.web import is_ready, register_views
 from policies.processor import Processor
-from policies.spec import Policy, load_policy
-from streams.app import create_app
+from policies.spec import load_policy
+from streams.app import create_app, key_partition
 from streams.codec import Limits
 from streams.learning import engine_for
 from streams.settings import Settings
@@ -28,12 +29,9 @@ GAUGE_INTERVAL_S = 10.0
 
 @dataclass
 class Runtime:
-    """A built (not yet started) worker and the pieces tests and the CLI reach into."""
+    """A built (not yet started) worker: the app, and what its gauge timer reads."""
 
     app: faust.App
-    settings: Settings
-    policy: Policy
-    registry: CollectorRegistry
     metrics: Metrics
     users: UserAgent
 
@@ -46,11 +44,11 @@ def build(settings: Settings) -> Runtime:
     policy = load_policy(settings.policy_file)
     engine, scorer = engine_for(policy, settings)
     processor = Processor(engine, Limits(settings.currency, settings.max_message_bytes),
-                          settings.partitions)
+                          partial(key_partition, partitions=settings.partitions))
     users = UserAgent(app, settings, processor, metrics)
     register_views(app, users, registry)
     ModelSync(app, settings, scorer, metrics, settings.model_kind)
-    rt = Runtime(app, settings, policy, registry, metrics, users)
+    rt = Runtime(app, metrics, users)
 
     @app.timer(interval=GAUGE_INTERVAL_S)  # type: ignore[untyped-decorator]  # faust: no types
     async def refresh_gauges() -> None:
@@ -68,13 +66,11 @@ def build(settings: Settings) -> Runtime:
 def refresh_population(rt: Runtime) -> None:
     """Users per status and stage, total limit extended, table size.
 
-    The agent keeps a small per-user summary as it stores states; after a rebalance (users
-    moved between workers) the summary is rebuilt once from the local table.
+    The agent keeps a small per-user summary as it stores states, rebuilt from the local
+    table after a rebalance (:meth:`~agents.user_agent.UserAgent.sync_generation`).
     """
     users = rt.users
-    if users.summary_generation != rt.app.rebalancing_count:
-        users.rebuild_summary()
-        users.summary_generation = rt.app.rebalancing_count
+    users.sync_generation()
     counts: Counter[tuple[str, str]] = Counter()
     total_limit = pending = 0
     for status, stage, limit, waiting in users.summary.values():
@@ -93,14 +89,10 @@ def refresh_population(rt: Runtime) -> None:
 
 
 async def refresh_lag(rt: Runtime) -> None:
-    """Consumer lag per input partition this worker owns, and the rebalances since the last
-    refresh. Lag is the high-water mark less the next offset to handle; the embedded broker
-    has reported stale high-water marks, hence the floor at zero."""
+    """Consumer lag per input partition this worker owns: the high-water mark less the next
+    offset to handle; the embedded broker has reported stale high-water marks, hence the
+    floor at zero."""
     m, consumer, users = rt.metrics, rt.app.consumer, rt.users
-    seen = rt.app.rebalancing_count
-    if seen > users.rebalances_counted:
-        m.rebalances.inc(seen - users.rebalances_counted)
-        users.rebalances_counted = seen
     inputs = set(users.logical)
     m.consumer_lag.clear()  # partitions revoked since the last refresh must not linger
     for tp in consumer.assignment():
@@ -116,7 +108,8 @@ async def refresh_lag(rt: Runtime) -> None:
 
 
 def run_worker(settings: Settings) -> None:
-    """Run a worker until SIGTERM/SIGINT (Faust hands partitions over cleanly)."""
+    """Run a worker until SIGTERM/SIGINT. (It does not get to send LeaveGroup: the others
+    take its partitions over at the session timeout, see streams/app.py.)"""
     rt = build(settings)
     # web host/port/bind come from the app's configuration (streams.app.create_app).
     worker = faust.Worker(rt.app, loglevel=settings.log_level)

@@ -20,8 +20,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from aiokafka.partitioner import murmur2
-
 from policies.decide import CommandRejected, Decision
 from policies.engine import Engine, Output, Source, StepResult, UserState
 from streams.codec import BadInput, Limits, decode, derive_id, raw_b64
@@ -32,11 +30,6 @@ REKEYED: Final = "rekeyed"
 #: Header naming the logical topic a re-keyed record came from.
 SOURCE_HEADER: Final = "limitstream-source"
 INPUT_TOPICS: Final = ("transactions", "repayments", "account-events", "limit-commands")
-
-
-def key_partition(key: bytes, partitions: int) -> int:
-    """Kafka's default partitioner (murmur2, as the Java client and aiokafka do it)."""
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +92,13 @@ def dead_letter(record: RawRecord, error: BadInput) -> Output:
 class Processor:
     """Applies batches of raw records through an :class:`Engine`."""
 
-    def __init__(self, engine: Engine, limits: Limits, partitions: int) -> None:
+    def __init__(self, engine: Engine, limits: Limits,
+                 partition_of: Callable[[bytes], int] | None = None) -> None:
+        """``partition_of`` gives a key's partition (the shell's Kafka partitioner); without
+        it — the replay has no partitions — nothing is re-keyed."""
         self.engine = engine
         self.limits = limits
-        self.partitions = partitions
+        self.partition_of = partition_of
 
     def _logical(self, record: RawRecord) -> str:
         if record.topic != REKEYED:
@@ -115,10 +111,10 @@ class Processor:
 
     def _misrouted(self, record: RawRecord, event: InputEvent) -> bool:
         """True when the record must go through the re-key topic before it is applied."""
-        if record.partition < 0 or record.topic == REKEYED:
-            return False  # the replay has no partitions; re-keyed records are keyed by us
+        if self.partition_of is None or record.topic == REKEYED:
+            return False  # no partitions (the replay); re-keyed records are keyed by us
         uid = event.user_id.encode()
-        return record.key != uid or key_partition(uid, self.partitions) != record.partition
+        return record.key != uid or self.partition_of(uid) != record.partition
 
     def process(self, records: Sequence[RawRecord],
                 load: Callable[[str], UserState | None],

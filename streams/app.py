@@ -11,6 +11,7 @@ from typing import Any
 
 import faust
 from aiokafka.helpers import create_ssl_context
+from aiokafka.partitioner import murmur2
 
 from streams.settings import Settings
 
@@ -22,6 +23,11 @@ MAX_POLL_RECORDS = 2000
 SESSION_TIMEOUT_S = 4.0
 FETCH_MAX_WAIT_MS = 20
 HEARTBEAT_S = 1.0
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2, as the Java client and aiokafka do it)."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:

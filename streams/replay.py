@@ -43,7 +43,7 @@ class Replay:
 
     def __init__(self, engine: Engine, limits: Limits,
                  learning: InProcessLearning | None = None) -> None:
-        self.processor = Processor(engine, limits, partitions=1)
+        self.processor = Processor(engine, limits)
         self.learning = learning
         self.states: dict[str, UserState] = {}
         self.offsets: dict[str, int] = {}
@@ -52,7 +52,7 @@ class Replay:
     def _raw(self, rec: LogRecord) -> RawRecord:
         offset = self.offsets.get(rec.topic, -1) + 1
         self.offsets[rec.topic] = offset
-        # partition -1: no partitions offline, nothing is re-keyed.
+        # partition -1: no partitions offline (the processor re-keys nothing here).
         return RawRecord(rec.topic, -1, offset, rec.key, rec.value)
 
     def run(self, records: Iterable[LogRecord]) -> Iterator[Output]:

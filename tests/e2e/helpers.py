@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import threading
 import time
 from collections import Counter
@@ -14,6 +13,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from policies.spec import load_policy
 from streams.app import aiokafka_kwargs
@@ -388,17 +388,9 @@ def assert_views_exact(worker: WorkerProcess, expected: Fold) -> None:
 
 def metric(worker: WorkerProcess, name: str, **labels: str) -> float:
     """Sum of the samples of ``name`` on the worker's /metrics whose labels match."""
-    text = worker.get("/metrics")[1].decode()
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith((name + "{", name + " ")):
-            continue
-        m = re.match(r"[^{ ]+(\{(.*)\})? (.+)$", line)
-        assert m, line
-        have = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
-        if all(have.get(k) == v for k, v in labels.items()):
-            total += float(m.group(3))
-    return total
+    families = text_string_to_metric_families(worker.get("/metrics")[1].decode())
+    return sum(s.value for f in families for s in f.samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
 def handled(worker: WorkerProcess) -> float:

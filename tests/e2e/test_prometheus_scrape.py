@@ -161,7 +161,7 @@ def expected(env: dict[str, str], log: list[LogRecord]) -> Expected:
     settings = settings_of(env)
     policy = load_policy(settings.policy_file)
     engine, _ = engine_for(policy, settings)  # the worker's engine (agents.worker.build)
-    processor = Processor(engine, Limits(settings.currency, settings.max_message_bytes), 1)
+    processor = Processor(engine, Limits(settings.currency, settings.max_message_bytes))
     offsets: Counter[str] = Counter()
     raw = []
     for r in log:

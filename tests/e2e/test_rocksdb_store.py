@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from policies.processor import key_partition
 from policies.spec import load_policy
+from streams.app import key_partition
 from streams.codec import Limits
 from streams.kafka_io import read_log
 from streams.learning import InProcessLearning, engine_for
