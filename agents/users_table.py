@@ -1,31 +1,41 @@
 """The user table: a Faust table, with two corrections that exactly-once state depends on.
 
-* **Key-partitioned RocksDB.** The agent writes a batch's states after the batch (see
+* **Key-partitioned stores.** The agent writes a batch's states after the batch (see
   agents/user_agent.py), with the changelog partition chosen by the key
   (``use_partitioner``). Faust's RocksDB store, though, files a key under the partition of the
   *current event* — in a batch, the last one — which would put users in the wrong partition's
-  database, and a rebalance would then drop or keep the wrong users. This store files each key
-  under its own partition, as the changelog does.
+  database, and a rebalance would then drop or keep the wrong users; its memory store learns
+  a key's partition only from recovery, so users first stored on a worker stayed in its
+  memory after they moved away. Both stores here file each key under its own partition, as
+  the changelog does.
 * **Recovery to the true end of the changelog.** Faust recovers a changelog partition up to
   the end offset the broker reports. The embedded broker (Tansu 0.6) reports the end of a
   partition whose last write was a batch of N records as the batch's first offset + 1
-  (measured: 24 records, end offset 15), so the last records of the batch — the newest user
-  states — would be skipped, and their inputs, already committed, never replayed: lost
-  updates. After Faust's recovery, the table reads each active changelog partition on from
-  the reported end until the broker has nothing more, and applies what it finds. On Apache
-  Kafka there is never anything there, and this costs one empty fetch.
+  (tests/e2e/test_changelog_fence.py: 24 records at offset 0, end offset 1), so the last
+  records of the batch — the newest user states — would be skipped, and their inputs,
+  already committed, never replayed: lost updates. So after Faust's recovery the table
+  writes a *fence* (a tombstone under a key no user id can have) to each changelog partition
+  it now owns and reads on from where Faust stopped until it has read its own fence. The
+  fence's offset comes from the produce response, not from the end offset, and the new owner
+  is the partition's only writer, so everything before the fence is the whole log. (Reading
+  until a fetch brings nothing for a while, the first version, can stop early when the
+  broker is slow.) On Apache Kafka the tail holds just the fence; compaction drops the
+  tombstones.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
 import faust
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from faust.stores.memory import Store as MemoryStore
 from faust.stores.rocksdb import Store as RocksDBStore
+from faust.tables.recovery import Recovery
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 from yarl import URL
@@ -34,8 +44,11 @@ from streams.app import key_partition
 
 log = logging.getLogger(__name__)
 
-#: How long the tail read waits for a record before it decides the changelog has ended.
-TAIL_POLL_MS: Final = 300
+#: The recovery fence's key: it starts with a NUL byte, which no user id contains (the codec
+#: allows letters, digits and ``_.:@/-``), so the tombstone deletes nothing.
+FENCE_KEY: Final = b"\x00recovery-fence"
+#: The longest the read up to the fences may take before recovery is declared failed.
+FENCE_READ_TIMEOUT_S: Final = 120.0
 
 
 class KeyPartitionedRocksDBStore(RocksDBStore):
@@ -45,6 +58,13 @@ class KeyPartitionedRocksDBStore(RocksDBStore):
         self._db_for_partition(partition).put(key, value)
 
 
+class KeyPartitionedMemoryStore(MemoryStore):  # type: ignore[type-arg]
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self._key_partition[key] = key_partition(
+            key, self.table.partitions or self.app.conf.topic_partitions)
+        self.data[key] = value
+
+
 @dataclass(frozen=True, slots=True)
 class _ChangelogEvent:
     """The parts of a changelog event that Faust's stores read when applying a batch."""
@@ -52,6 +72,36 @@ class _ChangelogEvent:
     key: bytes
     value: bytes | None
     message: ConsumerMessage
+
+
+async def read_to_fences(kafka: Mapping[str, Any], starts: Mapping[TopicPartition, int],
+                         fences: Mapping[TopicPartition, int],
+                         timeout_s: float = FENCE_READ_TIMEOUT_S) -> list[ConsumerRecord[Any, Any]]:
+    """Every record of each partition from ``starts[tp]`` up to and including the one at
+    ``fences[tp]``, in offset order per partition.
+
+    Ends when each partition's position is past its fence, never on a quiet fetch; raises
+    :class:`TimeoutError` if that takes longer than ``timeout_s``.
+    """
+    pending = {tp for tp in fences if starts[tp] <= fences[tp]}
+    if not pending:
+        return []
+    consumer = AIOKafkaConsumer(**kafka, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(list(pending))
+        for tp in pending:
+            consumer.seek(tp, starts[tp])
+        out: list[ConsumerRecord[Any, Any]] = []
+        async with asyncio.timeout(timeout_s):
+            while pending:
+                batch = await consumer.getmany(*pending, timeout_ms=200)
+                for tp, records in batch.items():
+                    out += [r for r in records if r.offset <= fences[tp]]
+                pending = {tp for tp in pending if await consumer.position(tp) <= fences[tp]}
+        return out
+    finally:
+        await consumer.stop()
 
 
 class UsersTable(faust.Table[bytes, bytes]):
@@ -74,41 +124,47 @@ class UsersTable(faust.Table[bytes, bytes]):
         return cast(Awaitable[Any], fut)
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
-        await self._recover_tail(active_tps)
+        try:
+            await self._recover_tail(active_tps)
+        except Exception as exc:
+            # Faust runs this callback in a task whose exception nobody reads: going on would
+            # serve states that miss their newest writes, so the worker stops instead.
+            log.exception("changelog recovery past the reported end failed")
+            await self.app.crash(exc)
+            raise
         await super().on_recovery_completed(active_tps, standby_tps)
 
     async def _recover_tail(self, active_tps: set[TP]) -> None:
-        tps = [TopicPartition(tp.topic, tp.partition) for tp in active_tps]
-        if not tps:
+        if not active_tps:
             return
-        consumer = AIOKafkaConsumer(**self.kafka, group_id=None, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            consumer.assign(tps)
-            ends = await consumer.end_offsets(tps)
-            for tp in tps:
-                consumer.seek(tp, ends[tp])
-            tail: list[_ChangelogEvent] = []
-            while True:
-                batch = await consumer.getmany(timeout_ms=TAIL_POLL_MS)
-                if not batch:
-                    break
-                for records in batch.values():
-                    tail += [_ChangelogEvent(r.key, r.value, ConsumerMessage(
-                        topic=r.topic, partition=r.partition, offset=r.offset,
-                        timestamp=r.timestamp / 1000, timestamp_type=r.timestamp_type,
-                        headers=r.headers, key=r.key, value=r.value, checksum=None))
-                        for r in records]
-            if tail:
-                log.warning("recovered %d changelog records beyond the broker's reported end "
-                            "offsets (a broker that under-reports them)", len(tail))
-                self.apply_changelog_batch(tail)  # type: ignore[arg-type]  # duck-typed events
-        finally:
-            await consumer.stop()
+        # Where Faust's recovery stopped: its highwater is the reported end offset - 1.
+        recovery = cast(Recovery, self.app.tables.recovery)  # type: ignore[attr-defined]
+        starts = {TopicPartition(tp.topic, tp.partition):
+                  max(0, recovery.active_highwaters.get(tp, -1) + 1) for tp in active_tps}
+        fences = {}
+        for tp in starts:
+            # Sent directly, not by send_changelog: its callback would record the fence as
+            # the RocksDB store's persisted offset before the tail is applied.
+            sent = await self.changelog_topic.send(key=FENCE_KEY, value=None,
+                                                   partition=tp.partition)
+            fences[tp] = (await sent).offset
+        records = await read_to_fences(self.kafka, starts, fences)
+        tail = [_ChangelogEvent(r.key, r.value, ConsumerMessage(
+            topic=r.topic, partition=r.partition, offset=r.offset,
+            timestamp=r.timestamp / 1000, timestamp_type=r.timestamp_type,
+            headers=r.headers, key=r.key, value=r.value, checksum=None))
+            for r in records if r.key != FENCE_KEY]
+        if tail:
+            log.warning("recovered %d changelog records beyond the broker's reported end "
+                        "offsets (a broker that under-reports them)", len(tail))
+            self.apply_changelog_batch(tail)  # type: ignore[arg-type]  # duck-typed events
+
     def _new_store_by_url(self, url: str | URL) -> Any:
-        if URL(str(url)).scheme != "rocksdb":
+        store = {"rocksdb": KeyPartitionedRocksDBStore,
+                 "memory": KeyPartitionedMemoryStore}.get(URL(str(url)).scheme)
+        if store is None:
             return super()._new_store_by_url(url)
-        return KeyPartitionedRocksDBStore(
+        return store(
             url, self.app, self, table_name=self.name, key_type=self.key_type,
             key_serializer=self.key_serializer, value_serializer=self.value_serializer,
             value_type=self.value_type, loop=self.loop, options=self.options)
