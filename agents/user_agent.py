@@ -71,15 +71,11 @@ class UserAgent:
                         t.account_events: "account-events", t.limit_commands: "limit-commands",
                         t.rekeyed: REKEYED}
         self.inputs = app.topic(*t.inputs(), partitions=n, **raw)
-        self.outputs = {
-            "limit-changes": app.topic(t.limit_changes, partitions=n, **raw),
-            "account-status": app.topic(t.account_status, partitions=n, **raw),
-            "decisions": app.topic(t.decisions, partitions=n, **raw),
-            "dead-letter": app.topic(t.dead_letter, partitions=n, **raw),
-            REKEYED: app.topic(t.rekeyed, partitions=n, **raw),
-            # One partition: a single trainer owns every label (Faust assigns it).
-            "labels": app.topic(t.labels, partitions=1, **raw),
-        }
+        #: Output kind -> topic name; the topics are created by ensure_topics (labels has one
+        #: partition, so a single trainer owns every label).
+        self.topic_names = {"limit-changes": t.limit_changes, "account-status": t.account_status,
+                            "decisions": t.decisions, "dead-letter": t.dead_letter,
+                            REKEYED: t.rekeyed, "labels": t.labels}
         # Keys are raw user_id bytes and the changelog partition is the key's partition
         # (use_partitioner): the same partition as the user's input records, so recovery and
         # web routing find the user where its events are consumed.
@@ -189,25 +185,27 @@ class UserAgent:
         return result
 
     async def _send_and_store(self, result: BatchResult) -> None:
+        # Straight to the producer: Faust's Topic.send path (FutureMessage, its buffer,
+        # sensors) cost about as much as processing the event (bench/levers.py).
+        send = self.app.producer.send
         futures = []
         for out in result.outputs:
-            topic = self.outputs[out.topic]
+            topic = self.topic_names[out.topic]
             if out.topic == REKEYED:
-                futures.append(await topic.send(
-                    key=out.key.encode(), value=out.value["raw"],
-                    headers={SOURCE_HEADER: out.value["source"].encode()}))
+                futures.append(await send(topic, out.key.encode(), out.value["raw"], None, None,
+                                          [(SOURCE_HEADER, out.value["source"].encode())]))
             else:
-                futures.append(await topic.send(key=out.key.encode() or None,
-                                                value=encode(out.value)))
+                futures.append(await send(topic, out.key.encode() or None, encode(out.value),
+                                          None, None, None))
         if futures:
             await asyncio.gather(*futures)
         stored = []
         for uid, state in result.states.items():
-            stored.append(self.users.put(uid.encode(), encode(state.to_dict())))
+            stored.append(await self.users.put(uid.encode(), encode(state.to_dict())))
             a = state.account
             self.summary[uid] = (a.status.value, a.stage, a.limit, len(state.pending))
         # Delivered before Faust may ack (and later commit) the batch's input offsets.
-        await asyncio.gather(*stored)
+        self.users.delivered(await asyncio.gather(*stored))
         self._cache_stored(result.states)
 
     def observe(self, result: BatchResult, records: list[RawRecord], elapsed: float) -> None:
