@@ -21,11 +21,10 @@ from streams.kafka_io import LogRecord
 
 THROUGHPUT_LEVERS: tuple[tuple[str, str], ...] = (
     ("take_events within 10 -> 50 ms", "agents.user_agent.BATCH_WITHIN_S=0.05"),
-    ("decoded-state cache (no from_dict)", "state_cache=1"),
     ("no Faust Prometheus sensor", "faust_monitor=0"),
-    ("fetch_max_wait_ms 1500 -> 10", "fetch_max_wait_ms=10"),
-    ("within 50 ms + state cache + no sensor",
-     "agents.user_agent.BATCH_WITHIN_S=0.05;state_cache=1;faust_monitor=0"),
+    ("producer linger 0 -> 5 ms", "streams.app.PRODUCER_LINGER_S=0.005"),
+    ("within 50 ms + no sensor",
+     "agents.user_agent.BATCH_WITHIN_S=0.05;faust_monitor=0"),
 )
 
 

@@ -3,15 +3,14 @@
 ``BENCH_PATCH="agents.user_agent.BATCH_WITHIN_S=0.05;fetch_max_wait_ms=10" python -m
 bench.patched_worker worker`` sets module constants (``module.NAME=value``, the value's type
 taken from the constant); ``fetch_max_wait_ms=N`` sets the consumers' fetch wait (Faust
-hard-codes 1 500 ms for its worker consumer); ``state_cache=1`` keeps decoded user states
-between batches; ``faust_monitor=0`` leaves Faust's Prometheus sensor out. Then it runs
+hard-codes 1 500 ms for its worker consumer); ``faust_monitor=0`` leaves Faust's Prometheus
+sensor out. Then it runs
 ``streams.cli``. Used by
 ``bench.run_all --levers``; the product never imports it.
 """
 
 from __future__ import annotations
 
-import atexit
 import importlib
 import os
 import sys
@@ -24,9 +23,6 @@ def apply(spec: str) -> list[str]:
         name, _, raw = item.partition("=")
         if name == "fetch_max_wait_ms":
             _patch_fetch_wait(int(raw))
-        elif name == "state_cache":
-            if raw == "1":
-                _patch_state_cache()
         elif name == "faust_monitor":
             if raw == "0":
                 import agents.worker
@@ -52,40 +48,6 @@ def _patch_fetch_wait(ms: int) -> None:
             super().__init__(*args, **kwargs)
 
     aiokafka.AIOKafkaConsumer = Consumer
-
-
-def _patch_state_cache() -> None:
-    """Keep each user's decoded state beside its stored bytes: ``load`` decodes only when the
-    table holds other bytes than the ones this worker wrote last (a measurement of the lever,
-    not a safe implementation: a failed batch that is retried would see mutated states)."""
-    import agents.user_agent as ua
-
-    orig_load, orig_handle = ua.UserAgent.load, ua.UserAgent.handle
-    caches: dict[int, dict[str, Any]] = {}
-    counts = [0, 0]  # hits, misses
-    atexit.register(lambda: print(f"bench.patched_worker: state cache {counts[0]} hits, "
-                                  f"{counts[1]} misses", file=sys.stderr, flush=True))
-
-    def load(self: Any, user_id: str) -> Any:
-        raw = self.users.get(user_id.encode())
-        if raw is None:
-            return None
-        hit = caches.setdefault(id(self), {}).get(user_id)
-        if hit is not None and (hit[0] is raw or hit[0] == raw):
-            counts[0] += 1
-            return hit[1]
-        counts[1] += 1
-        return orig_load(self, user_id)
-
-    async def handle(self: Any, events: Any) -> Any:
-        result = await orig_handle(self, events)
-        cache = caches.setdefault(id(self), {})
-        for uid, state in result.states.items():
-            cache[uid] = (self.users.get(uid.encode()), state)
-        return result
-
-    ua.UserAgent.load = load
-    ua.UserAgent.handle = handle
 
 
 def main() -> int:

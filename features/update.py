@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from features.anomaly import SCALE, score_units
 from features.installments import on_due, on_overdue, on_paid
@@ -160,38 +160,46 @@ def observe_limit(state: FeatureState, limit: int, ts: int) -> FeatureState:
 
 def _evict(state: FeatureState, old: int, new: int) -> None:
     # Called when the newest event time moves from ``old`` to ``new``: drop what no window at
-    # or after ``new`` can reach. Each check is one comparison unless a bucket edge was crossed.
+    # or after ``new`` can reach. Each check is one comparison unless a bucket edge was crossed,
+    # and a container is scanned only when its oldest entry (``min``, in C) has expired.
     nm = new // MINUTE_MS
-    if nm != old // MINUTE_MS and state.minutes:
-        lo = nm - MINUTES_SPAN
-        for k in [k for k in state.minutes if k <= lo]:
-            del state.minutes[k]
+    if nm != old // MINUTE_MS:
+        _drop_keys(state.minutes, nm - MINUTES_SPAN)
     nh = new // HOUR_MS
-    if nh != old // HOUR_MS and state.hours:
-        lo = nh - HOURS_SPAN
-        for k in [k for k in state.hours if k <= lo]:
-            del state.hours[k]
+    if nh != old // HOUR_MS:
+        _drop_keys(state.hours, nh - HOURS_SPAN)
     nd = new // DAY_MS
     if nd == old // DAY_MS:
         return
     lo = nd - DAYS_SPAN
-    totals = state.totals
-    for k in [k for k in state.days if k <= lo]:
-        b = state.days.pop(k)
-        for i in (N, SUM, CASH, NIGHT, XB, REFUND):
-            totals[i] -= b[i]
+    days = state.days
+    if days and min(days) <= lo:
+        totals = state.totals
+        for k in [k for k in days if k <= lo]:
+            b = days.pop(k)
+            for i in (N, SUM, CASH, NIGHT, XB, REFUND):
+                totals[i] -= b[i]
     lo_hour = (lo + 1) * 24  # first hour of the oldest day kept
-    for k in [k for k, h in state.categories.items() if h < lo_hour]:
-        del state.categories[k]
-    for c in [c for c, h in state.countries.items() if h < lo_hour]:
-        del state.countries[c]
+    _drop_seen_before(state.categories, lo_hour)
+    _drop_seen_before(state.countries, lo_hour)
     if state.util_peaks and state.util_peaks[0][0] <= lo:
         state.util_peaks[:] = [p for p in state.util_peaks if p[0] > lo]
-    lo = nd - LONG_SPAN
-    for k in [k for k in state.inflow if k <= lo]:
-        del state.inflow[k]
-    for k in [k for k in state.dpd if k <= lo]:
-        del state.dpd[k]
+    _drop_keys(state.inflow, nd - LONG_SPAN)
+    _drop_keys(state.dpd, nd - LONG_SPAN)
+
+
+def _drop_seen_before(seen: dict[K, int], hour: int) -> None:
+    """Remove the keys last seen before ``hour``."""
+    if seen and min(seen.values()) < hour:
+        for key in [key for key, h in seen.items() if h < hour]:
+            del seen[key]
+
+
+def _drop_keys(d: dict[int, Any], lo: int) -> None:
+    """Remove the keys ``<= lo``."""
+    if d and min(d) <= lo:
+        for k in [k for k in d if k <= lo]:
+            del d[k]
 
 
 def _remember(seen: dict[K, int], key: K, hour: int, cap: int) -> None:

@@ -15,9 +15,11 @@ from aiokafka.partitioner import murmur2
 
 from streams.settings import Settings
 
-#: Producer tuning measured in FINDINGS.md: Faust's defaults (no linger, 16 KiB batches) make
-#: every output and changelog record its own request.
-PRODUCER_LINGER_S = 0.005
+#: Producer tuning. The agent hands a whole batch's records to the producer before it yields
+#: (agents/user_agent.py), so they share requests without any linger, and a linger would only
+#: delay the delivery the batch waits for (bench.latency: p50 at 10 % load 30 -> 18 ms without
+#: the former 5 ms). Large batches: one request per broker for a batch of 1 000 users.
+PRODUCER_LINGER_S = 0.0
 PRODUCER_MAX_BATCH_BYTES = 256 * 1024
 MAX_POLL_RECORDS = 2000
 SESSION_TIMEOUT_S = 4.0
