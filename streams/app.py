@@ -6,6 +6,7 @@ app from a :class:`~streams.settings.Settings`, several in one process if they l
 
 from __future__ import annotations
 
+import functools
 import ssl
 from typing import Any
 
@@ -32,8 +33,13 @@ FETCH_MAX_WAIT_MS = 20
 HEARTBEAT_S = 1.0
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def key_partition(key: bytes, partitions: int) -> int:
-    """Kafka's default partitioner (murmur2, as the Java client and aiokafka do it)."""
+    """Kafka's default partitioner (murmur2, as the Java client and aiokafka do it).
+
+    Cached for the active users: aiokafka's murmur2 is pure Python and the worker asks it
+    several times per event (the re-key check, the changelog, the store).
+    """
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
