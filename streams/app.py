@@ -120,6 +120,7 @@ def create_app(settings: Settings) -> faust.App:
         "web_host": settings.web_host,
         "web_port": settings.web_port,
         "web_bind": settings.web_host,
+        "canonical_url": settings.advertised_url,
         "producer_linger": PRODUCER_LINGER_S,
         "producer_max_batch_size": PRODUCER_MAX_BATCH_BYTES,
         "broker_max_poll_records": MAX_POLL_RECORDS,

@@ -17,6 +17,7 @@ False
 from __future__ import annotations
 
 import dataclasses
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,9 @@ class Settings:
     data_dir: str = ".limitstream-data"
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    #: How the other workers reach this one's web views (Faust's table routing sends
+    #: ``/users/{id}`` to the owner's URL); empty: see :attr:`advertised_url`.
+    web_url: str = ""
     policy_file: Path = DEFAULT_POLICY
     #: ISO 4217 code of the deployment's one currency; any other is bad input.
     currency: str = "CNY"
@@ -173,6 +177,7 @@ class Settings:
             data_dir=get("DATA_DIR", ".limitstream-data"),
             web_host=get("WEB_HOST", "127.0.0.1"),
             web_port=get_int("WEB_PORT", 6066, minimum=1),
+            web_url=get("WEB_URL", ""),
             policy_file=Path(get("POLICY_FILE", str(DEFAULT_POLICY))),
             currency=get("CURRENCY", "CNY").upper(),
             home_country=get("HOME_COUNTRY", "CN").upper(),
@@ -191,6 +196,20 @@ class Settings:
         settings.validate()
         return settings
 
+    @property
+    def advertised_url(self) -> str:
+        """The URL this worker gives the others for routing: ``LIMITSTREAM_WEB_URL`` if set;
+        else, when the web server binds every interface (containers), the host's fully
+        qualified name (a StatefulSet pod's is ``<pod>.<service>.<namespace>.svc...``) —
+        advertising ``0.0.0.0`` would send every routed request back to its sender; else
+        the bind address."""
+        if self.web_url:
+            return self.web_url.rstrip("/")
+        host = self.web_host
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.getfqdn()
+        return f"http://{host}:{self.web_port}"
+
     def validate(self) -> None:
         """Refuse settings the engine cannot honour, with the variable to fix."""
         if self.processing_guarantee != "at_least_once":
@@ -202,6 +221,8 @@ class Settings:
                 "limitstream runs at_least_once and de-duplicates by offset and event_id "
                 "(exactly_once needs transactional producers end to end)"
             )
+        if self.web_url and not self.web_url.startswith(("http://", "https://")):
+            raise SettingsError(f"{PREFIX}WEB_URL={self.web_url!r}: expected http(s)://host:port")
         if not self.store.startswith(("memory://", "rocksdb://")):
             raise SettingsError(f"{PREFIX}STORE={self.store!r}: use memory:// or rocksdb://")
         if len(self.currency) != 3 or not self.currency.isalpha():

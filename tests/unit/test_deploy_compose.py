@@ -220,6 +220,8 @@ def test_workers_use_only_real_settings(compose: dict[str, Any]) -> None:
         for broker in BROKERS:
             assert broker in settings.broker, name
         assert settings.web_port == 6066, name
+        # Table routing reaches the worker by its compose hostname and port.
+        assert settings.advertised_url == f"http://{service['hostname']}:{settings.web_port}", name
         # The data volume is mounted where the store writes.
         assert any(str(v).endswith(":" + settings.data_dir) for v in service["volumes"]), name
         assert service["depends_on"]["kafka-init"]["condition"] == (

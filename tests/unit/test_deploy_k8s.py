@@ -217,6 +217,13 @@ def test_probes_and_scraping_point_at_the_web_port(
     env = env_by_name(container)
     assert int(env["LIMITSTREAM_WEB_PORT"]["value"]) == web_port
     assert env["LIMITSTREAM_WEB_HOST"]["value"] == "0.0.0.0"  # reachable by the kubelet
+    # Table routing: the pod's name under the headless Service, defined after the variable it
+    # expands (Kubernetes expands $(VAR) only from variables listed before it).
+    names = [e["name"] for e in container["env"]]
+    assert names.index("LIMITSTREAM_INSTANCE_ID") < names.index("LIMITSTREAM_WEB_URL")
+    assert env["LIMITSTREAM_WEB_URL"]["value"] == (
+        f"http://$(LIMITSTREAM_INSTANCE_ID).{statefulset['spec']['serviceName']}:{web_port}")
+    assert resources["Service"]["metadata"]["name"] == statefulset["spec"]["serviceName"]
 
     def probe_target(probe: str) -> tuple[str, object]:
         get = container[probe]["httpGet"]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import socket
+
 import pytest
 
-from streams.app import aiokafka_kwargs, faust_credentials
+from streams.app import aiokafka_kwargs, create_app, faust_credentials
 from streams.cli import main
 from streams.settings import Settings, SettingsError
 
@@ -33,6 +36,7 @@ def test_secrets_never_show_in_repr() -> None:
     ({"LIMITSTREAM_MODEL_HMAC_KEY": "short"}, "MODEL_HMAC_KEY"),
     ({"LIMITSTREAM_MODEL_KIND": "forest"}, "MODEL_KIND"),
     ({"LIMITSTREAM_SECURITY_PROTOCOL": "TLS9"}, "SECURITY_PROTOCOL"),
+    ({"LIMITSTREAM_WEB_URL": "worker-1:6066"}, "WEB_URL"),
 ])
 def test_bad_settings_name_the_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(SettingsError, match=f"LIMITSTREAM_{variable}"):
@@ -68,3 +72,17 @@ def test_policy_check_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["policy", "check", str(DEFAULT_POLICY)]) == 0
     out = capsys.readouterr().out
     assert "version" in out.lower()
+
+
+def test_advertised_url_for_table_routing() -> None:
+    """Faust routes /users/{id} to the owner's canonical URL: never a wildcard address."""
+    assert Settings.from_env({"LIMITSTREAM_WEB_PORT": "7001"}).advertised_url == \
+        "http://127.0.0.1:7001"
+    wildcard = Settings.from_env({"LIMITSTREAM_WEB_HOST": "0.0.0.0"})
+    assert wildcard.advertised_url == f"http://{socket.getfqdn()}:6066"
+    assert "0.0.0.0" not in wildcard.advertised_url
+    explicit = Settings.from_env({"LIMITSTREAM_WEB_HOST": "0.0.0.0",
+                                  "LIMITSTREAM_WEB_URL": "http://worker-1:6066/"})
+    assert explicit.advertised_url == "http://worker-1:6066"
+    app = create_app(dataclasses.replace(explicit, broker="kafka://127.0.0.1:9"))
+    assert str(app.conf.canonical_url) == "http://worker-1:6066"
