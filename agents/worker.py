@@ -10,7 +10,6 @@ from functools import partial
 import faust
 from prometheus_client import CollectorRegistry
 
-from agents.leave_group import leave_group_on_shutdown
 from agents.metrics import Metrics, install_faust_monitor
 from agents.model_sync import ModelSync
 from agents.user_agent import UserAgent
@@ -49,7 +48,6 @@ def build(settings: Settings) -> Runtime:
     users = UserAgent(app, settings, processor, metrics)
     register_views(app, users, registry)
     ModelSync(app, settings, scorer, metrics, settings.model_kind)
-    leave_group_on_shutdown(app, static_member=bool(settings.instance_id))
     rt = Runtime(app, metrics, users)
 
     @app.timer(interval=GAUGE_INTERVAL_S)  # type: ignore[untyped-decorator]  # faust: no types
@@ -110,8 +108,8 @@ async def refresh_lag(rt: Runtime) -> None:
 
 
 def run_worker(settings: Settings) -> None:
-    """Run a worker until SIGTERM/SIGINT; it commits, then leaves the group
-    (agents/leave_group.py) so the others take its partitions over at once."""
+    """Run a worker until SIGTERM/SIGINT. (It does not get to send LeaveGroup: the others
+    take its partitions over at the session timeout, see streams/app.py.)"""
     rt = build(settings)
     # web host/port/bind come from the app's configuration (streams.app.create_app).
     worker = faust.Worker(rt.app, loglevel=settings.log_level)
