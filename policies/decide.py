@@ -70,11 +70,13 @@ from enum import StrEnum
 from typing import Any, assert_never
 
 from features.outcome import Outcome
+from features.windows import DAY_MS
 from policies.account import Account, Status
 from policies.reasons import MAX_REASONS, REGISTRY
 from policies.risk import Risk
 from policies.rules import NEUTRAL_FEATURES
-from policies.spec import DAY_MS, MAX_MONEY, Policy
+from policies.spec import Policy
+from streams.codec import MAX_AMOUNT
 from streams.records import (
     AccountClosed,
     AccountOpened,
@@ -228,7 +230,7 @@ def _context(acc: Account, obs: Observation, p: Policy, income_override: int = 0
     missed = o is not None and o.kind == "overdue"
     late = missed or (o is not None and o.kind == "paid_in_full" and o.days_past_due > 0)
     anomaly = obs.anomaly if obs.anomaly is not None and math.isfinite(obs.anomaly) else 0.0
-    income = income_override or int(min(x["income_monthly"], MAX_MONEY))
+    income = income_override or int(min(x["income_monthly"], MAX_AMOUNT))
     ceiling, ceiling_reason = _ceiling(p, income)
     return _Ctx(
         now=_now(acc, obs.event.ts),

@@ -29,6 +29,7 @@ from typing import Any, Final
 import features as feat
 from features.names import FEATURE_NAMES
 from features.outcome import Outcome
+from features.windows import DAY_MS
 from policies.account import Account, Status, new_account
 from policies.decide import Decision, Observation, decide, is_decision_point
 from policies.reasons import customer_text
@@ -43,7 +44,6 @@ from streams.records import InputEvent, InstallmentDue, LimitCommand, Transactio
 RECENT_IDS: Final = 32
 #: Installments waiting for their outcome, per user; the oldest beyond this expires.
 MAX_PENDING: Final = 6
-DAY_MS: Final = 86_400_000
 
 #: Logical output topics (the settings map them to real names).
 LIMIT_CHANGES: Final = "limit-changes"

@@ -44,6 +44,8 @@ from typing import Any, Final
 import orjson
 from river import compose, linear_model, optim, preprocessing, utils
 
+from streams.codec import MAX_AMOUNT
+
 __all__ = ["KINDS", "LOGIT_CLIP", "STATE_FORMAT", "RiskModel", "state_version"]
 
 #: Version of the plain-data layout produced by :meth:`RiskModel.to_state`.
@@ -59,7 +61,7 @@ _P_MAX: Final = 1.0 - _P_MIN
 #: Raw inputs are clipped to ±10^12, the codec's ``MAX_AMOUNT`` (minor units): Welford's update
 #: squares deviations, and 10^24 is still far from float overflow, whereas a stray 1e300 would
 #: turn a running variance into inf and every later score into NaN.
-_MAX_ABS_INPUT: Final = 1e12
+_MAX_ABS_INPUT: Final = float(MAX_AMOUNT)
 
 #: Standardised values are winsorised to ±8 standard deviations. Credit features are heavy
 #: tailed (max spend, balances); a feature that was almost constant so far has a tiny variance,

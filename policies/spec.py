@@ -39,9 +39,8 @@ from typing import Any, Final
 
 from features.names import FEATURE_NAMES
 
-DAY_MS: Final = 86_400_000
-#: Same bound as the input codec: larger amounts are unit errors, not credit lines.
-MAX_MONEY: Final = 10**12
+# The input codec's bound on money: larger amounts are unit errors, not credit lines.
+from streams.codec import MAX_AMOUNT
 
 
 class PolicyError(ValueError):
@@ -59,17 +58,17 @@ def _f(**bounds: Any) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class LimitsSpec:
-    default_limit: int = _f(ge=0, le=MAX_MONEY)  #: a user first seen without ``opened``
-    min_limit: int = _f(ge=0, le=MAX_MONEY)  #: floor of automatic cuts
-    max_limit: int = _f(ge=0, le=MAX_MONEY)  #: absolute cap
+    default_limit: int = _f(ge=0, le=MAX_AMOUNT)  #: a user first seen without ``opened``
+    min_limit: int = _f(ge=0, le=MAX_AMOUNT)  #: floor of automatic cuts
+    max_limit: int = _f(ge=0, le=MAX_AMOUNT)  #: absolute cap
     income_multiple_pct: int = _f(gt=0, le=10_000)  #: limit <= income x pct / 100
-    rounding: int = _f(gt=0, le=MAX_MONEY)  #: automatic limits are multiples of this
+    rounding: int = _f(gt=0, le=MAX_AMOUNT)  #: automatic limits are multiples of this
 
 
 @dataclass(frozen=True, slots=True)
 class IncreaseSpec:
     max_step_pct: int = _f(gt=0, le=100)
-    max_step_abs: int = _f(gt=0, le=MAX_MONEY)
+    max_step_abs: int = _f(gt=0, le=MAX_AMOUNT)
     min_ontime_12: int = _f(ge=0, le=12)
     max_late_12: int = _f(ge=0, le=12)
     min_utilization: float = _f(ge=0.0, le=2.0)

@@ -58,6 +58,7 @@ from typing import Any, Final
 
 import orjson
 
+from features.windows import DAY_MS
 from policies.engine import DECISIONS
 from policies.spec import Policy, load_policy
 from streams.codec import Limits
@@ -66,7 +67,6 @@ from streams.learning import InProcessLearning, engine_for
 from streams.replay import CHUNK, Replay
 from streams.settings import Settings
 
-DAY_MS: Final = 86_400_000
 #: The monthly batch review reviews an account at each of its statements, and an account that
 #: had no statement (nothing owed) this long after its last review.
 CYCLE_MS: Final = 31 * DAY_MS

@@ -17,7 +17,8 @@ from typing import Any, Final
 
 import orjson
 
-from streams.backtest import DAY_MS, HEADLINE, NOT_OPEN, STATUSES
+from features.windows import DAY_MS
+from streams.backtest import HEADLINE, NOT_OPEN, STATUSES
 
 COLORS: Final = {"static": "#7f7f7f", "monthly": "#ff7f0e", "champion": "#1f77b4",
                  "challenger": "#2ca02c"}

@@ -90,9 +90,7 @@ from typing import Any, Final
 
 import orjson
 
-DAY_MS: Final = 86_400_000
-HOUR_MS: Final = 3_600_000
-MINUTE_MS: Final = 60_000
+from features.windows import DAY_MS, HOUR_MS, MINUTE_MS
 
 STEADY: Final = "steady_payer"
 GROWER: Final = "growing_earner"

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from features.outcome import Outcome
+from features.windows import DAY_MS
 from policies import (
     Account,
     Action,
@@ -32,7 +33,6 @@ from policies import (
     rule_risk,
 )
 from policies.reasons import MAX_REASONS, REGISTRY
-from policies.spec import DAY_MS
 from streams.records import (
     AccountClosed,
     AccountOpened,
