@@ -32,9 +32,17 @@ import orjson
 from agents.metrics import Metrics
 from agents.users_table import users_table
 from policies.engine import UserState
-from policies.processor import REKEYED, SOURCE_HEADER, BatchResult, Processor, RawRecord
+from policies.processor import (
+    INPUT_TOPICS,
+    REKEYED,
+    SOURCE_HEADER,
+    BatchResult,
+    Processor,
+    RawRecord,
+)
 from streams.app import aiokafka_kwargs
 from streams.codec import encode
+from streams.kafka_io import logical_topics
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,18 +73,15 @@ class UserAgent:
         self.settings = settings
         self.processor = processor
         self.metrics = metrics
-        t = settings.topics
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
         n = settings.partitions
-        self.logical = {t.transactions: "transactions", t.repayments: "repayments",
-                        t.account_events: "account-events", t.limit_commands: "limit-commands",
-                        t.rekeyed: REKEYED}
-        self.inputs = app.topic(*t.inputs(), partitions=n, **raw)
-        #: Output kind -> topic name; the topics are created by ensure_topics (labels has one
-        #: partition, so a single trainer owns every label).
-        self.topic_names = {"limit-changes": t.limit_changes, "account-status": t.account_status,
-                            "decisions": t.decisions, "dead-letter": t.dead_letter,
-                            REKEYED: t.rekeyed, "labels": t.labels}
+        #: Logical name (as the processor and the outputs name topics) -> real topic name;
+        #: the topics are created by ensure_topics (labels has one partition, so a single
+        #: trainer owns every label).
+        self.topic_names = logical_topics(settings)
+        #: Real input topic name -> logical name.
+        self.logical = {self.topic_names[name]: name for name in (*INPUT_TOPICS, REKEYED)}
+        self.inputs = app.topic(*settings.topics.inputs(), partitions=n, **raw)
         # Keys are raw user_id bytes and the changelog partition is the key's partition
         # (use_partitioner): the same partition as the user's input records, so recovery and
         # web routing find the user where its events are consumed.
