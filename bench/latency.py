@@ -188,7 +188,7 @@ def run_latency(max_rate: float, fractions: Sequence[float] = (0.1, 0.25, 0.5, 0
                         if read_progress(worker.web_port) >= warmup_events:
                             break
                     if not worker.alive():
-                        raise RuntimeError(f"worker exited:\n{worker._tail()}")
+                        raise RuntimeError(f"worker exited:\n{worker.log_tail()}")
                     time.sleep(0.2)
                 else:
                     return LatencyResult(levels, warmup_events, error="warm-up timed out")

@@ -128,7 +128,7 @@ def _follow(job: str, procs: list[WorkerProcess], n: int, timeout: float) -> Job
         for i, p in enumerate(procs):
             if not p.alive():
                 return JobResult(job, error=f"worker {i} exited with {p.process.returncode}:"
-                                 f"\n{p._tail()}")
+                                 f"\n{p.log_tail()}")
             with contextlib.suppress(OSError):
                 counts[i] = read_progress(p.web_port)
             if counts[i] and started[i] is None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +37,49 @@ def terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
         process.wait(timeout)
 
 
+#: Where free_port looks when the kernel's ephemeral range cannot be read: below Linux's
+#: default range (32768-60999).
+_FALLBACK_EPHEMERAL_START = 32768
+_LOWEST_PORT = 20000
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
+def _ephemeral_start() -> int:
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        return int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return _FALLBACK_EPHEMERAL_START
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago on ``host``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A TCP port that was free a moment ago on ``host`` and that this process has not
+    handed out before.
+
+    Not ``bind(0)``: that draws from the kernel's ephemeral range, so two calls in a row can
+    return the same port (seen in CI: two workers given one web port), and the outgoing
+    connections of any process on the host (a worker's own Kafka clients) take ports from
+    that range too, between this call and the bind that uses the port. So the port is drawn
+    at random below the ephemeral range, checked by binding it, and remembered.
+    """
+    top = _ephemeral_start()
+    if top - _LOWEST_PORT < 1000:
+        raise BrokerError(f"the ephemeral port range starts at {top}: no room below it")
+    rng = random.SystemRandom()
+    with _handed_out_lock:
+        for _ in range(1000):
+            port = rng.randrange(_LOWEST_PORT, top)
+            if port in _handed_out:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
+            return port
+    raise BrokerError(f"no free port found on {host} in [{_LOWEST_PORT}, {top})")
 
 
 def tansu_binary() -> Path:

@@ -59,16 +59,18 @@ class WorkerProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"worker exited with {self.process.returncode}"
-                                   f"{self._tail()}")
+                                   f"{self.log_tail()}")
             with contextlib.suppress(OSError):
                 if self.get("/readyz")[0] == 200:
                     return
             time.sleep(0.2)
-        raise TimeoutError(f"worker not ready within {timeout:.0f} s{self._tail()}")
+        raise TimeoutError(f"worker not ready within {timeout:.0f} s{self.log_tail()}")
 
-    def _tail(self) -> str:
+    def log_tail(self, chars: int = 3000) -> str:
+        """The end of the worker's log, headed by its URL, for an error message ("" if none)."""
         if self.log_path and self.log_path.exists():
-            return "\n--- worker log ---\n" + self.log_path.read_text(errors="replace")[-3000:]
+            return (f"\n--- log of the worker at {self.url} ---\n"
+                    + self.log_path.read_text(errors="replace")[-chars:])
         return ""
 
     def alive(self) -> bool:

@@ -296,8 +296,14 @@ def wait_assignment(workers: list[WorkerProcess], partitions: int, timeout: floa
     ``partitions`` among themselves, each owning at least one; returns the seconds waited."""
     t0 = time.monotonic()
     want = {w.url for w in workers}
+    assert len(want) == len(workers), f"two workers share a web port: {[w.url for w in workers]}"
     seen: list[dict[str, set[int]]] = []
     while time.monotonic() - t0 < timeout:
+        dead = [w for w in workers if not w.alive()]
+        if dead:
+            raise RuntimeError("worker(s) exited while waiting for an assignment: "
+                               + "".join(f"{w.url} with {w.process.returncode}{w.log_tail()}"
+                                         for w in dead))
         if all(ready(w) for w in workers):
             seen = [owners(w) for w in workers]
             if all(set(o) == want and all(o.values()) and set().union(*o.values())
@@ -306,7 +312,8 @@ def wait_assignment(workers: list[WorkerProcess], partitions: int, timeout: floa
                 return time.monotonic() - t0
         time.sleep(poll)
     raise TimeoutError(f"no assignment of {partitions} partitions to {sorted(want)} within "
-                       f"{timeout:.0f} s; last seen {seen}")
+                       f"{timeout:.0f} s; last seen {seen}"
+                       + "".join(w.log_tail(1500) for w in workers))
 
 
 # -- assertions shared by the crash and multi-worker tests ------------------------------------
