@@ -17,8 +17,8 @@ FEATURE_NAMES: Final[tuple[str, ...]] = (
     "night_share_30d",  # spend between 00:00 and 06:00 local / all spend, by amount
     "cross_border_share_30d",  # spend outside the home country / all spend, by amount
     "refund_ratio_30d",  # refunds / spend, by amount
-    "inflow_30d",
-    "inflow_trend",  # inflow 30 d / (inflow of the previous 60 d / 2); 1.0 = flat
+    "inflow_30d",  # a month of inflow: 32 daily buckets, so it always holds a monthly pay day
+    "inflow_trend",  # (inflow_30d / 32) / (inflow of the 60 days before it / 60); 1.0 = flat
     "income_monthly",  # latest reported (or declared) monthly income
     "liabilities_monthly",  # latest reported monthly debt service elsewhere
     "debt_to_income",  # (liabilities + installments due in 30 d) / income

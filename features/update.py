@@ -14,7 +14,8 @@ What each event does:
 * ``purchase`` / ``cash_advance``: spend; adds to the balance and to the 1 h / 24 h / 7 d /
   30 d windows; scored for anomaly *before* it enters the windows.
 * ``refund``: lowers the balance (never below 0); counts in the 30 d refund ratio.
-* ``inflow``: income proxy, 90 d window; the balance is untouched.
+* ``inflow``: income proxy, kept 92 days (a month and its 60-day baseline); the balance is
+  untouched.
 * ``due`` / ``paid`` / ``overdue``: see :mod:`features.installments`; ``paid`` also lowers
   the balance (never below 0), whether or not the installment is known.
 * ``opened``: opening time, and ``declared_income`` as the initial monthly income.
@@ -56,6 +57,7 @@ from features.windows import (
     DAYS_SPAN,
     HOUR_MS,
     HOURS_SPAN,
+    INFLOW_KEPT,
     LONG_SPAN,
     MINUTE_MS,
     MINUTES_SPAN,
@@ -184,7 +186,7 @@ def _evict(state: FeatureState, old: int, new: int) -> None:
     _drop_seen_before(state.countries, lo_hour)
     if state.util_peaks and state.util_peaks[0][0] <= lo:
         state.util_peaks[:] = [p for p in state.util_peaks if p[0] > lo]
-    _drop_keys(state.inflow, nd - LONG_SPAN)
+    _drop_keys(state.inflow, nd - INFLOW_KEPT)
     _drop_keys(state.dpd, nd - LONG_SPAN)
 
 
@@ -323,7 +325,7 @@ def update(state: FeatureState, event: InputEvent, limit: int, cfg: FeatureConfi
             else:
                 state.too_late += 1
             _record_util(state, ts, limit)
-        elif day > state.last_ts // DAY_MS - LONG_SPAN:  # inflow
+        elif day > state.last_ts // DAY_MS - INFLOW_KEPT:  # inflow
             state.inflow[day] = state.inflow.get(day, 0) + event.amount
         else:
             state.too_late += 1

@@ -8,10 +8,13 @@ whose denominator is 0, or that could explode, are defined and capped at :data:`
 * ``spend_velocity_24h`` = 24 h spend / (30 d spend / D), 0 without 30 d spend. ``D`` is 30,
   or the days of history the user has (since opening or the first event) when fewer, so that
   a new user who spends evenly gets about 1, not 30.
-* ``inflow_trend`` = (inflow 30 d / 30) / (inflow of the previous 60 d / D60), where ``D60`` is
-  60 or the days of history inside that previous window; 1.0 (no evidence) when ``D60`` < 30
-  or when there was no inflow at all; :data:`RATIO_CAP` when inflow appears after a baseline
-  without any. With a full history both are the formulas of :mod:`features.names`.
+* ``inflow_30d`` is a month of inflow: 32 daily buckets, so that a monthly pay day is always
+  inside it (:mod:`features.windows`). ``inflow_trend`` = (``inflow_30d`` / 32) / (inflow of
+  the 60 days before it / 60), daily rates; 1.0 (no evidence) until the user has a full
+  60-day baseline or when there was no inflow at all; :data:`RATIO_CAP` when inflow appears
+  after a baseline without any. A shorter baseline is not used: it holds one pay day or two
+  depending on the calendar, and the rate it gave made every new monthly earner look like an
+  income drop at about day 60 (the backtest's largest cause of good users cut).
 * ``refund_ratio_30d``: refunds / spend; :data:`RATIO_CAP` when refunds come without spend.
 * ``debt_to_income``: (liabilities + unpaid installments due by ``now_ts`` + 30 d) / income;
   0 when nothing is owed, :data:`RATIO_CAP` when something is owed and income is 0.
@@ -54,6 +57,9 @@ from features.windows import (
     DAYS_SPAN,
     HOUR_MS,
     HOURS_SPAN,
+    INFLOW_BASE_SPAN,
+    INFLOW_KEPT,
+    INFLOW_SPAN,
     LONG_SPAN,
     MINUTE_MS,
     MINUTES_SPAN,
@@ -66,8 +72,6 @@ RATIO_CAP: Final = 10.0
 DAYS_SINCE_CAP: Final = 365
 #: Horizon of ``debt_to_income``'s installments.
 DTI_HORIZON_MS: Final = 30 * DAY_MS
-#: Fewer days of baseline than this make ``inflow_trend`` neutral (1.0).
-MIN_TREND_BASELINE_DAYS: Final = 30
 
 
 def _spend3(buckets: dict[int, list[int]], now: int, span: int) -> tuple[int, int, int]:
@@ -157,18 +161,17 @@ def vector(state: FeatureState, now_ts: int, limit: int) -> dict[str, float]:
     out["cross_border_share_30d"] = d30[XB] / spend30 if spend30 > 0 else 0.0
     out["refund_ratio_30d"] = _ratio(d30[REFUND], spend30)
 
-    in30 = prev60 = 0
+    month = base = 0
     for k, v in s.inflow.items():
-        if nd - DAYS_SPAN < k <= nd:
-            in30 += v
-        elif nd - LONG_SPAN < k <= nd - DAYS_SPAN:
-            prev60 += v
-    out["inflow_30d"] = float(in30)
-    baseline_days = min(LONG_SPAN - DAYS_SPAN, max(0, history_days - DAYS_SPAN))
-    if baseline_days < MIN_TREND_BASELINE_DAYS or in30 + prev60 == 0:
+        if nd - INFLOW_SPAN < k <= nd:
+            month += v
+        elif nd - INFLOW_KEPT < k <= nd - INFLOW_SPAN:
+            base += v
+    out["inflow_30d"] = float(month)
+    if history_days - INFLOW_SPAN < INFLOW_BASE_SPAN or month + base == 0:
         out["inflow_trend"] = 1.0
     else:
-        out["inflow_trend"] = _ratio(in30 / DAYS_SPAN, prev60 / baseline_days)
+        out["inflow_trend"] = _ratio(month / INFLOW_SPAN, base / INFLOW_BASE_SPAN)
 
     out["income_monthly"] = float(s.income)
     out["liabilities_monthly"] = float(s.liabilities)

@@ -19,8 +19,16 @@ window     bucket      span  covers
 24 h       1 hour      24    23-24 h
 7 d        1 day       7     6-7 days
 30 d       1 day       30    29-30 days
-90 d       1 day       90    89-90 days (inflow trend, max days past due)
+90 d       1 day       90    89-90 days (max days past due)
+inflow     1 day       32    31-32 days: a month of inflow (see below)
+  before   1 day       60    the 60 days before it (the inflow trend's baseline)
 =========  ==========  ====  ===================================================
+
+Inflow is the income proxy, and income mostly arrives once a month on a calendar day, 28 to
+31 days apart. A 30-bucket window (29-30 days) is empty for a day or two before every pay
+day that follows a 31-day month, so a steady earner would show no income and a collapsed
+trend several days a year; 32 buckets always hold at least one pay day. Its baseline is the
+60 buckets before it, which always hold one to three.
 
 State keeps exactly the buckets a window evaluated at the newest event time seen can reach
 (``span`` buckets per tier), so a window at any ``now_ts`` at or after the newest event is
@@ -50,8 +58,14 @@ MINUTES_SPAN: Final = 60
 HOURS_SPAN: Final = 24
 #: Day buckets of spend kept: the 30 d window (the 7 d window reads the newest 7).
 DAYS_SPAN: Final = 30
-#: Day buckets of inflow and days past due kept: 30 d of inflow + the 60 d before it.
+#: Day buckets of days past due kept: the 90 d window.
 LONG_SPAN: Final = 90
+#: Day buckets of the "30 d" inflow window: a month, with room for the longest pay cycle.
+INFLOW_SPAN: Final = 32
+#: Day buckets of the inflow trend's baseline, just before the inflow window.
+INFLOW_BASE_SPAN: Final = 60
+#: Day buckets of inflow kept: the window and its baseline.
+INFLOW_KEPT: Final = INFLOW_SPAN + INFLOW_BASE_SPAN
 WEEK_SPAN: Final = 7
 
 

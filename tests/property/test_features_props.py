@@ -35,6 +35,9 @@ from features.windows import (
     DAYS_SPAN,
     HOUR_MS,
     HOURS_SPAN,
+    INFLOW_BASE_SPAN,
+    INFLOW_KEPT,
+    INFLOW_SPAN,
     LONG_SPAN,
     MINUTE_MS,
     MINUTES_SPAN,
@@ -68,8 +71,9 @@ SPAN_MS = 100 * DAY_MS
 _in_day = st.one_of(st.sampled_from([0, 1, MINUTE_MS - 1, MINUTE_MS, HOUR_MS - 1, HOUR_MS,
                                      DAY_MS - HOUR_MS, DAY_MS - 1]),
                     st.integers(0, DAY_MS - 1))
-# Days 30, 7 and 90 apart: events land on the horizons of the newest one.
-_edge_days = st.sampled_from([100, 99, 94, 93, 71, 70, 69, 11, 10, 9, 0])
+# Days 7, 30, 32 (inflow), 90 and 92 (inflow kept) apart: events land on the horizons of the
+# newest one.
+_edge_days = st.sampled_from([100, 99, 94, 93, 71, 70, 69, 68, 67, 11, 10, 9, 8, 7, 0])
 times = st.one_of(
     st.builds(lambda d, t: d * DAY_MS + t, st.one_of(st.integers(0, 100), _edge_days), _in_day),
     st.integers(SPAN_MS - 2 * HOUR_MS, SPAN_MS),
@@ -135,7 +139,8 @@ def run(events: Sequence[InputEvent]) -> FeatureState:
 WINDOWED = (
     *(f"spend_{stat}_{w}" for w in ("1h", "24h", "7d", "30d") for stat in ("count", "sum", "max")),
     "merchant_categories_24h", "merchant_categories_30d", "cash_advance_share_30d",
-    "night_share_30d", "cross_border_share_30d", "refund_ratio_30d", "inflow_30d", "max_dpd_90d",
+    "night_share_30d", "cross_border_share_30d", "refund_ratio_30d", "inflow_30d", "inflow_trend",
+    "max_dpd_90d",
 )
 
 
@@ -166,8 +171,18 @@ def brute_force(events: Sequence[InputEvent], now: int) -> dict[str, float]:
     out["cross_border_share_30d"] = share([e for e in s30 if e.country not in ("", "CN")])
     refunds = sum(e.amount for e in txs if e.kind == "refund" and inside(e.ts, DAY_MS, DAYS_SPAN))
     out["refund_ratio_30d"] = min(10.0, refunds / total) if total else (10.0 if refunds else 0.0)
-    out["inflow_30d"] = sum(e.amount for e in txs
-                            if e.kind == "inflow" and inside(e.ts, DAY_MS, DAYS_SPAN))
+    inflows = [e for e in txs if e.kind == "inflow"]
+    month = sum(e.amount for e in inflows if inside(e.ts, DAY_MS, INFLOW_SPAN))
+    base = sum(e.amount for e in inflows if inside(e.ts, DAY_MS, INFLOW_KEPT)
+               and not inside(e.ts, DAY_MS, INFLOW_SPAN))
+    out["inflow_30d"] = month
+    history_days = now // DAY_MS - min(e.ts for e in events) // DAY_MS + 1 if events else 0
+    if history_days < INFLOW_KEPT or month + base == 0:
+        out["inflow_trend"] = 1.0
+    elif base == 0:
+        out["inflow_trend"] = 10.0
+    else:
+        out["inflow_trend"] = min(10.0, (month / INFLOW_SPAN) / (base / INFLOW_BASE_SPAN))
     out["max_dpd_90d"] = max((e.days_past_due for e in events if isinstance(e, InstallmentOverdue)
                               and inside(e.ts, DAY_MS, LONG_SPAN)), default=0)
     return out
@@ -177,7 +192,8 @@ def brute_too_late(events: Sequence[InputEvent]) -> int:
     newest, late = 0, 0
     for e in events:
         newest = max(newest, e.ts)
-        horizon = DAYS_SPAN if isinstance(e, Transaction) and e.kind != "inflow" else LONG_SPAN
+        horizon = (LONG_SPAN if not isinstance(e, Transaction)
+                   else INFLOW_KEPT if e.kind == "inflow" else DAYS_SPAN)
         late += e.ts // DAY_MS <= newest // DAY_MS - horizon
     return late
 
@@ -215,7 +231,7 @@ def test_state_stays_bounded_and_non_negative(events: list[InputEvent], delta: i
     s = run(events)
     assert len(s.minutes) <= MINUTES_SPAN and len(s.hours) <= HOURS_SPAN
     assert len(s.days) <= DAYS_SPAN and len(s.util_peaks) <= DAYS_SPAN
-    assert len(s.inflow) <= LONG_SPAN and len(s.dpd) <= LONG_SPAN
+    assert len(s.inflow) <= INFLOW_KEPT and len(s.dpd) <= LONG_SPAN
     assert len(s.categories) <= MAX_CATEGORIES and len(s.countries) <= MAX_COUNTRIES
     open_ = [r for r in s.installments.values() if r[I_PAID] < r[I_DUE]]
     assert len(open_) <= MAX_OPEN and len(s.installments) - len(open_) <= RESOLVED_KEPT

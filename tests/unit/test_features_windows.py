@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from features import FeatureConfig, FeatureState, new_state, too_late_count, update, vector
@@ -87,10 +89,10 @@ def test_late_events_land_in_their_bucket() -> None:
 def test_too_late_refund_and_inflow() -> None:
     now = T0 + 100 * DAY_MS
     s = run([tx(now, 100), tx(now - 31 * DAY_MS, 50, "refund"), tx(now - 60 * DAY_MS, 70, "inflow"),
-             tx(now - 90 * DAY_MS, 90, "inflow")])
-    assert too_late_count(s) == 2  # the refund (30 d horizon) and the 90-day-old inflow
+             tx(now - 91 * DAY_MS, 91, "inflow"), tx(now - 92 * DAY_MS, 92, "inflow")])
+    assert too_late_count(s) == 2  # the refund (30 d horizon) and the 92-day-old inflow
     assert s.balance == 50  # the refund still lowers the balance
-    assert s.inflow == {(now - 60 * DAY_MS) // DAY_MS: 70}
+    assert s.inflow == {(now - 60 * DAY_MS) // DAY_MS: 70, (now - 91 * DAY_MS) // DAY_MS: 91}
 
 
 def test_horizons_evict_buckets() -> None:
@@ -99,7 +101,9 @@ def test_horizons_evict_buckets() -> None:
     assert len(s.inflow) == 2
     assert s.categories == {}
     s = run([tx(T0 + 91 * DAY_MS, 10, "inflow")], s)
-    assert sorted(s.inflow) == [(T0 + 35 * DAY_MS) // DAY_MS, (T0 + 91 * DAY_MS) // DAY_MS]
+    assert len(s.inflow) == 3  # inflow is kept 92 days: the month and its 60-day baseline
+    s = run([tx(T0 + 92 * DAY_MS, 10, "inflow")], s)
+    assert sorted(s.inflow) == [(T0 + d * DAY_MS) // DAY_MS for d in (35, 91, 92)]
 
 
 def test_velocity_full_and_thin_history() -> None:
@@ -154,17 +158,39 @@ def test_refund_ratio_and_balance_floor() -> None:
 
 def test_inflow_30d_and_trend() -> None:
     now = T0 + 95 * DAY_MS + HOUR_MS
-    inflows = [tx(T0 + d * DAY_MS, a, "inflow") for d, a in ((5, 600), (40, 300), (70, 300))]
+    inflows = [tx(T0 + d * DAY_MS, a, "inflow") for d, a in ((3, 600), (40, 300), (70, 300))]
     s = run([AccountOpened("o", "u1", T0, LIMIT, "CNY"), *inflows])
     v = vector(s, now, LIMIT)
-    # 30 d = days (65, 95]: 300; previous 60 d = (5, 35+30]: 300; day 5 is just out.
-    assert (v["inflow_30d"], v["inflow_trend"]) == (300, 2.0)  # 300 / (300 / 2)
+    # The month = days (63, 95]: 300; its baseline = days (3, 63]: 300; day 3 is just out.
+    assert (v["inflow_30d"], v["inflow_trend"]) == (300, pytest.approx(60 / 32))
     assert s.balance == 0
+    # 76 days of history: no full 60-day baseline yet, so no evidence either way.
     mid = run([AccountOpened("o", "u1", T0 + 20 * DAY_MS, LIMIT, "CNY"), *inflows[1:]])
-    # 76 days of history: 46 of them in the previous window -> (300 / 30) / (300 / 46)
-    assert vector(mid, now, LIMIT)["inflow_trend"] == pytest.approx(46 / 30)
-    thin = run([AccountOpened("o", "u1", T0 + 50 * DAY_MS, LIMIT, "CNY"), inflows[2],
-                tx(T0 + 85 * DAY_MS, 900, "inflow")])
-    assert vector(thin, now, LIMIT)["inflow_trend"] == 1.0  # 16 days of baseline: no evidence
+    assert vector(mid, now, LIMIT)["inflow_trend"] == 1.0
     dried = run([AccountOpened("o", "u1", T0, LIMIT, "CNY"), inflows[1]])
     assert vector(dried, now, LIMIT)["inflow_trend"] == 0.0
+    fresh = run([AccountOpened("o", "u1", T0, LIMIT, "CNY"), inflows[2]])
+    assert vector(fresh, now, LIMIT)["inflow_trend"] == RATIO_CAP  # inflow after none at all
+
+
+@pytest.mark.parametrize("pay_day", [1, 15, 28])
+def test_a_monthly_salary_is_always_in_the_month_and_never_a_decline(pay_day: int) -> None:
+    # Paid on the same calendar day of every month (28 to 31 days apart), 10:00 UTC, for two
+    # years: every day after the first full baseline, at any hour, the month's window holds a
+    # pay day and the trend stays at or above 1/32 / (3/60) = 0.625 (three pay days fit in a
+    # 60-day baseline only across February).
+    salary = 500_000
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    paydays = [datetime(2026 + m // 12, m % 12 + 1, pay_day, 10, tzinfo=UTC) for m in range(24)]
+    s = run([AccountOpened("o", "u1", int(start.timestamp() * 1000), LIMIT, "CNY")])
+    lowest = RATIO_CAP
+    for day in range(95, 700):
+        for hour in (0, 9, 11, 23):
+            now = start + timedelta(days=day, hours=hour)
+            paid = [p for p in paydays if p <= now]
+            s = run([tx(int(p.timestamp() * 1000), salary, "inflow") for p in paid
+                     if int(p.timestamp() * 1000) > s.last_ts], s)
+            v = vector(s, int(now.timestamp() * 1000), LIMIT)
+            assert v["inflow_30d"] >= salary, now
+            lowest = min(lowest, v["inflow_trend"])
+    assert lowest == pytest.approx(0.625)
