@@ -22,6 +22,7 @@ from streams.kafka_io import LogRecord
 THROUGHPUT_LEVERS: tuple[tuple[str, str], ...] = (
     ("take_events within 10 -> 50 ms", "agents.user_agent.BATCH_WITHIN_S=0.05"),
     ("no Faust Prometheus sensor", "faust_monitor=0"),
+    ("CPython's default GC thresholds", "gc=default"),
     ("producer linger 0 -> 5 ms", "streams.app.PRODUCER_LINGER_S=0.005"),
     ("within 50 ms + no sensor",
      "agents.user_agent.BATCH_WITHIN_S=0.05;faust_monitor=0"),

@@ -4,7 +4,8 @@
 bench.patched_worker worker`` sets module constants (``module.NAME=value``, the value's type
 taken from the constant); ``fetch_max_wait_ms=N`` sets the consumers' fetch wait (Faust
 hard-codes 1 500 ms for its worker consumer); ``faust_monitor=0`` leaves Faust's Prometheus
-sensor out. Then it runs
+sensor out; ``gc=default`` keeps CPython's garbage-collector thresholds (no
+:func:`streams.gc_tuning.tune_gc`). Then it runs
 ``streams.cli``. Used by
 ``bench.run_all --levers``; the product never imports it.
 """
@@ -23,6 +24,11 @@ def apply(spec: str) -> list[str]:
         name, _, raw = item.partition("=")
         if name == "fetch_max_wait_ms":
             _patch_fetch_wait(int(raw))
+        elif name == "gc":
+            if raw == "default":  # CPython's collector settings, not streams.gc_tuning's
+                import streams.gc_tuning
+
+                streams.gc_tuning.tune_gc = lambda: None
         elif name == "faust_monitor":
             if raw == "0":
                 import agents.worker

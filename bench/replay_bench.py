@@ -23,17 +23,22 @@ import time
 import tracemalloc
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 import orjson
 
 from bench.harness import SEED
 from policies.spec import load_policy
 from streams.codec import Limits
+from streams.gc_tuning import tune_gc
 from streams.kafka_io import LogRecord
 from streams.learning import InProcessLearning, engine_for
 from streams.replay import Replay
 from streams.settings import Settings
 from streams.simulate import SimConfig, simulate
+
+#: CPython's own collector thresholds, read before anything tunes them.
+DEFAULT_GC_THRESHOLDS: Final = gc.get_threshold()
 
 
 @dataclass
@@ -43,6 +48,8 @@ class ReplayResult:
     events: int
     cpu_rates: list[float] = field(default_factory=list)  # events per CPU second
     wall_rates: list[float] = field(default_factory=list)
+    #: The same replay with CPython's default collector thresholds (streams.gc_tuning).
+    default_gc_cpu_rates: list[float] = field(default_factory=list)
     state_sizes: list[int] = field(default_factory=list)
     memory_per_user: float = 0.0  # bytes, Python memory store (key + value + dict slot)
     rocksdb_per_user: float = 0.0  # bytes on disk, 0 when rocksdict is missing
@@ -61,17 +68,31 @@ def run_replay(users: int = 1000, days: int = 90, repeat: int = 3) -> ReplayResu
     result = ReplayResult(users, days, len(records))
     replay: Replay | None = None
     for _ in range(repeat):
-        # What `limitstream replay` runs: the worker's engine, labels learnt in-process.
-        engine, scorer = engine_for(policy, settings)
-        learning = InProcessLearning(scorer, settings.model_kind, settings.snapshot_every_labels)
-        replay = Replay(engine, Limits(settings.currency, settings.max_message_bytes), learning)
-        gc.collect()
-        c0, t0 = time.process_time(), time.perf_counter()
-        for _ in replay.run(records):
-            pass
-        cpu, wall = time.process_time() - c0, time.perf_counter() - t0
-        result.cpu_rates.append(len(records) / cpu)
-        result.wall_rates.append(len(records) / wall)
+        for tuned in (False, True):
+            # What `limitstream replay` runs: the worker's engine, labels learnt in-process,
+            # and (tuned) the collector settings the CLI applies.
+            engine, scorer = engine_for(policy, settings)
+            learning = InProcessLearning(scorer, settings.model_kind,
+                                         settings.snapshot_every_labels)
+            replay = Replay(engine, Limits(settings.currency, settings.max_message_bytes),
+                            learning)
+            gc.unfreeze()
+            gc.set_threshold(*DEFAULT_GC_THRESHOLDS)
+            if tuned:
+                tune_gc()
+            else:
+                gc.collect()
+            c0, t0 = time.process_time(), time.perf_counter()
+            for _ in replay.run(records):
+                pass
+            cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+            if tuned:
+                result.cpu_rates.append(len(records) / cpu)
+                result.wall_rates.append(len(records) / wall)
+            else:
+                result.default_gc_cpu_rates.append(len(records) / cpu)
+    gc.unfreeze()
+    gc.set_threshold(*DEFAULT_GC_THRESHOLDS)
     assert replay is not None
     blobs = {uid.encode(): orjson.dumps(state.to_dict()) for uid, state in replay.states.items()}
     result.state_sizes = sorted(len(b) for b in blobs.values())
@@ -122,7 +143,9 @@ def format_result(r: ReplayResult) -> list[str]:
         f"  replay of {r.events:,} events ({r.users:,} users x {r.days} days), "
         f"{len(r.cpu_rates)} runs: {statistics.median(r.cpu_rates):,.0f} events/s per core "
         f"(CPU time; min {min(r.cpu_rates):,.0f}, max {max(r.cpu_rates):,.0f}); "
-        f"wall {statistics.median(r.wall_rates):,.0f} events/s",
+        f"wall {statistics.median(r.wall_rates):,.0f} events/s; with CPython's default "
+        f"collector thresholds {statistics.median(r.default_gc_cpu_rates):,.0f} events/s "
+        f"per core",
         f"  state per user after {r.days} days (simulated mix): mean {mean:,.0f} B, "
         f"p99 {p99:,} B, max {max(sizes, default=0):,} B",
         f"  memory store per user (measured key+value+dict slot): {r.memory_per_user:,.0f} B"

@@ -9,7 +9,7 @@ field                 content                                              at mo
 ``hours``             hour bucket -> [count, sum, max] of spend            24
 ``days``              day bucket -> [count, sum, max, cash, night,         30
                       cross-border, refund] (amounts)
-``inflow``            day bucket -> inflow amount                          90
+``inflow``            day bucket -> inflow amount                          92
 ``dpd``               day bucket -> worst days past due reported that day  90
 ``categories``        crc32(merchant category) -> last hour bucket seen    32
 ``countries``         foreign country -> last hour bucket seen             8
@@ -33,7 +33,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from features.windows import DAY_MS, HOUR_MS, MINUTE_MS
@@ -130,13 +130,30 @@ def too_late_count(state: FeatureState) -> int:
 def clone(state: FeatureState) -> FeatureState:
     """A deep copy, for a caller that must keep the state as it was before an update.
 
+    Copies the containers directly (the buckets' lists are the only nested values): about a
+    fifth of the cost of a serialization round trip, which the replay used to pay for every
+    user it touched (bench/replay_bench.py).
+
     Examples
     --------
     >>> s = new_state()
     >>> clone(s) == s and clone(s) is not s
     True
     """
-    return from_dict(to_dict(state))
+    s = state
+    return replace(
+        s,
+        minutes={k: v[:] for k, v in s.minutes.items()},
+        hours={k: v[:] for k, v in s.hours.items()},
+        days={k: v[:] for k, v in s.days.items()},
+        inflow=s.inflow.copy(),
+        dpd=s.dpd.copy(),
+        categories=s.categories.copy(),
+        countries=s.countries.copy(),
+        util_peaks=[p[:] for p in s.util_peaks],
+        installments={k: v[:] for k, v in s.installments.items()},
+        totals=s.totals[:],
+    )
 
 
 def _flat_buckets(d: Mapping[int, list[int]], newest: int) -> list[int]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import orjson
 
+from streams.gc_tuning import tune_gc
 from streams.settings import Settings, SettingsError
 
 
@@ -263,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    tune_gc()
     return int(args.func(args))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 
 import orjson
 import pytest
@@ -21,7 +22,14 @@ from features.installments import MAX_OPEN, RESOLVED_KEPT
 from features.names import FEATURE_NAMES
 from features.state import DAY_FIELDS, FeatureState
 from features.update import MAX_CATEGORIES, MAX_COUNTRIES
-from features.windows import DAY_MS, DAYS_SPAN, HOURS_SPAN, LONG_SPAN, MINUTES_SPAN
+from features.windows import (
+    DAY_MS,
+    DAYS_SPAN,
+    HOURS_SPAN,
+    INFLOW_KEPT,
+    LONG_SPAN,
+    MINUTES_SPAN,
+)
 from streams.records import (
     AccountOpened,
     InputEvent,
@@ -80,9 +88,33 @@ def test_to_dict_holds_only_ints_strings_and_flat_lists() -> None:
 
 def test_clone_is_independent() -> None:
     s = rich_state()
+    before = to_dict(s)
     c = clone(s)
-    update(c, Transaction("y", "u1", s.last_ts, "purchase", 1, "CNY"), 1, CFG)
-    assert c != s and from_dict(to_dict(s)) == s
+    assert c == s
+    later = s.last_ts + 2 * DAY_MS
+    for ev in (Transaction("y", "u1", s.last_ts, "purchase", 1, "CNY", "new", "FR"),
+               Transaction("z", "u1", later, "inflow", 9_000, "CNY"),
+               InstallmentDue("d3", "u1", later, "i3", 5_000, later + 9 * DAY_MS, "CNY"),
+               InstallmentOverdue("od2", "u1", later, "i2", 40),
+               InstallmentPaid("p2", "u1", later, "i2", 5_000, "CNY")):
+        c = update(c, ev, 80_000, CFG).state
+    assert c != s and to_dict(s) == before
+
+
+def test_clone_shares_no_mutable_container() -> None:
+    s = rich_state()
+    c = clone(s)
+    containers = 0
+    for f in fields(FeatureState):
+        orig, copy = getattr(s, f.name), getattr(c, f.name)
+        if isinstance(orig, dict | list):
+            containers += 1
+            assert copy is not orig, f.name
+            olds, news = (orig.values(), copy.values()) if isinstance(orig, dict) else (orig, copy)
+            assert all(a is not b for a, b in zip(olds, news, strict=True)
+                       if isinstance(a, list)), f.name
+    assert containers == 10
+    assert s.hours and s.days and s.installments and s.util_peaks  # nested lists were seen
 
 
 def test_unknown_version_is_refused() -> None:
@@ -101,7 +133,7 @@ def test_worst_case_size_is_under_the_bound() -> None:
     s.minutes = {nm - i: [99_999, a, a] for i in range(MINUTES_SPAN)}
     s.hours = {nh - i: [99_999, a, a] for i in range(HOURS_SPAN)}
     s.days = {nd - i: [99_999] + [a] * (DAY_FIELDS - 1) for i in range(DAYS_SPAN)}
-    s.inflow = {nd - i: a for i in range(LONG_SPAN)}
+    s.inflow = {nd - i: a for i in range(INFLOW_KEPT)}
     s.dpd = {nd - i: 3_650 for i in range(LONG_SPAN)}
     s.categories = {2**32 - 1 - i: nh - 719 + i for i in range(MAX_CATEGORIES)}
     s.countries = {f"X{chr(65 + i)}": nh - 719 + i for i in range(MAX_COUNTRIES)}

@@ -63,3 +63,4 @@ def test_a_redelivered_failed_record_is_a_duplicate_not_a_second_dead_letter() -
     again = replay.processor.process([raw], first.states.get)
     assert dict(again.duplicates) == {("transactions", "offset"): 1}
     assert not again.dead_letters
+
