@@ -17,7 +17,8 @@ Rules every series follows:
 
 The framework-level series (messages in, sends, commits, rebalances, table operations, ...)
 come from Faust's own :class:`~faust.sensors.prometheus.PrometheusMonitor`, installed on the
-same registry by :func:`install_faust_monitor` under the fixed ``faust_`` prefix.
+same registry by :func:`agents.faust_monitor.install_faust_monitor` under the fixed
+``faust_`` prefix.
 
 Examples
 --------
@@ -36,14 +37,9 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
-import faust
-from faust.sensors.monitor import Monitor
-from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
-from faust.types import TP, CollectionT, EventT, Message, StreamT
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.metrics import MetricWrapperBase
 
 __all__ = [
     "ACTIONS",
@@ -55,7 +51,6 @@ __all__ = [
     "LABEL_VALUES",
     "PROCESSING_BUCKETS",
     "Metrics",
-    "install_faust_monitor",
 ]
 
 #: Every decision action of the policy (label ``action`` of ``limitstream_decisions_total``).
@@ -370,80 +365,3 @@ class Metrics:
         Producer and worker clocks differ; a negative difference is clock skew, observed as 0.
         """
         self.decision_latency.observe(max(0.0, sent_s - produced_ms / 1000.0))
-
-
-class LabelCachingPrometheusMonitor(PrometheusMonitor):
-    """Faust's Prometheus monitor, the same series, with the labelled children it updates for
-    every message looked up once instead of per call.
-
-    ``metric.labels(...)`` validates and locks on every call and the stream label is a string
-    normalisation: with several per message this was about a tenth of the worker's time
-    (py-spy on ``bench.throughput``). The overridden hooks do what Faust's do (the base
-    :class:`~faust.sensors.monitor.Monitor` bookkeeping, then the Prometheus updates); the
-    cache is dropped whenever Faust clears the partition series (on each rebalance).
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._label_children: dict[tuple[int, tuple[Any, ...]], Any] = {}
-        self._stream_labels: dict[StreamT[Any], str] = {}
-
-    def _child(self, metric: MetricWrapperBase, **labels: Any) -> Any:
-        key = (id(metric), tuple(labels.values()))
-        child = self._label_children.get(key)
-        if child is None:
-            child = self._label_children[key] = metric.labels(**labels)
-        return child
-
-    def on_message_in(self, tp: TP, offset: int, message: Message) -> None:
-        Monitor.on_message_in(self, tp, offset, message)
-        m = self._metrics
-        m.messages_received.inc()
-        m.active_messages.inc()
-        self._child(m.messages_received_per_topics, topic=tp.topic).inc()
-        self._child(m.messages_received_per_topics_partition,
-                    topic=tp.topic, partition=tp.partition).set(offset)
-
-    def on_stream_event_in(self, tp: TP, offset: int, stream: StreamT[Any],
-                           event: EventT[Any]) -> dict[str, Any] | None:
-        state = Monitor.on_stream_event_in(self, tp, offset, stream, event)
-        m = self._metrics
-        m.total_events.inc()
-        m.total_active_events.inc()
-        label = self._stream_labels.get(stream)
-        if label is None:
-            label = self._stream_labels[stream] = f"stream.{self._stream_label(stream)}.events"
-        self._child(m.total_events_per_stream, stream=label).inc()
-        return state
-
-    def track_tp_end_offset(self, tp: TP, offset: int) -> None:
-        Monitor.track_tp_end_offset(self, tp, offset)
-        self._child(self._metrics.topic_partition_end_offset,
-                    topic=tp.topic, partition=tp.partition).set(offset)
-
-    def on_table_get(self, table: CollectionT, key: Any) -> None:
-        Monitor.on_table_get(self, table, key)
-        self._child(self._metrics.table_operations, table=f"table.{table.name}",
-                    operation=self.KEYS_RETRIEVED).inc()
-
-    def on_table_set(self, table: CollectionT, key: Any, value: Any) -> None:
-        Monitor.on_table_set(self, table, key, value)
-        self._child(self._metrics.table_operations, table=f"table.{table.name}",
-                    operation=self.KEYS_UPDATED).inc()
-
-    def _clear_partition_related_metrics(self) -> None:
-        super()._clear_partition_related_metrics()
-        self._label_children.clear()
-
-
-def install_faust_monitor(app: faust.App, registry: CollectorRegistry) -> None:
-    """Make Faust's own Prometheus sensor record into ``registry``.
-
-    The equivalent of :func:`faust.sensors.prometheus.setup_prometheus_sensors` without its two
-    drawbacks here: it defaults to the global registry and adds a second ``/metrics`` page
-    (limitstream serves ``/metrics`` once, from the shared registry). Call it before the worker
-    starts: Faust attaches ``app.monitor`` to its sensors when the app's services are set up.
-    """
-    monitor = LabelCachingPrometheusMonitor(
-        metrics=FaustMetrics.create(registry, FAUST_PREFIX))
-    app.monitor = monitor

@@ -138,7 +138,7 @@ class UserAgent:
     def load(self, user_id: str) -> UserState | None:
         """The user's state as stored in the table, freshly decoded."""
         raw = self.users.get(user_id.encode())
-        return None if raw is None else UserState.from_dict(orjson.loads(raw))
+        return None if raw is None else UserState.decode(raw)
 
     def load_cached(self, user_id: str) -> UserState | None:
         """The user's state for processing: the decoded object kept from the last batch that
@@ -207,7 +207,7 @@ class UserAgent:
             await asyncio.gather(*futures)
         stored = []
         for uid, state in result.states.items():
-            stored.append(await self.users.put(uid.encode(), encode(state.to_dict())))
+            stored.append(await self.users.put(uid.encode(), state.encode()))
             a = state.account
             self.summary[uid] = (a.status.value, a.stage, a.limit, len(state.pending))
         # Delivered before Faust may ack (and later commit) the batch's input offsets.

@@ -10,7 +10,8 @@ from functools import partial
 import faust
 from prometheus_client import CollectorRegistry
 
-from agents.metrics import Metrics, install_faust_monitor
+from agents.faust_monitor import install_faust_monitor
+from agents.metrics import Metrics
 from agents.model_sync import ModelSync
 from agents.user_agent import UserAgent
 from agents.web import is_ready, register_views

@@ -4,7 +4,7 @@
 ``limitstream replay`` does) over every event of a simulated portfolio of 90 days, in this
 process: events/s per core (events / CPU seconds of
 this single-threaded process; the wall-clock rate beside it). Then, from the replay's final
-states, the stored size of a user (``len(orjson.dumps(state.to_dict()))``, what the worker
+states, the stored size of a user (``len(state.encode())``, what the worker
 writes to its table) and from it *estimates* for a million users: the memory store (the
 measured Python footprint of a ``{key: value}`` dict of those states) and RocksDB (the
 on-disk size of the same states written to a RocksDB, when ``rocksdict`` is installed).
@@ -94,7 +94,7 @@ def run_replay(users: int = 1000, days: int = 90, repeat: int = 3) -> ReplayResu
     gc.unfreeze()
     gc.set_threshold(*DEFAULT_GC_THRESHOLDS)
     assert replay is not None
-    blobs = {uid.encode(): orjson.dumps(state.to_dict()) for uid, state in replay.states.items()}
+    blobs = {uid.encode(): state.encode() for uid, state in replay.states.items()}
     result.state_sizes = sorted(len(b) for b in blobs.values())
     result.memory_per_user = _memory_per_user(blobs)
     result.rocksdb_per_user, result.rocksdb_note = _rocksdb_per_user(blobs)

@@ -26,6 +26,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import orjson
+
 import features as feat
 from features.names import FEATURE_NAMES
 from features.outcome import Outcome
@@ -101,6 +103,16 @@ class UserState:
             "n": self.features_applied,
             "t": self.last_ts,
         }
+
+    def encode(self) -> bytes:
+        """The stored form (the table value): compact JSON. Keys come in the fixed order
+        :meth:`to_dict` builds them, so no sorting is needed for stable bytes."""
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def decode(cls, raw: bytes) -> UserState:
+        """The inverse of :meth:`encode`."""
+        return cls.from_dict(orjson.loads(raw))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> UserState:

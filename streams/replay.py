@@ -18,7 +18,7 @@ import orjson
 
 from policies.engine import Engine, Output, UserState
 from policies.processor import BatchResult, Processor, RawRecord
-from streams.codec import Limits, encode
+from streams.codec import Limits
 from streams.kafka_io import LogRecord
 from streams.learning import InProcessLearning
 
@@ -74,12 +74,12 @@ class Replay:
         def load(uid: str) -> UserState | None:
             state = self.states.get(uid)
             if uid not in before:
-                before[uid] = None if state is None else encode(state.to_dict())
+                before[uid] = None if state is None else state.encode()
             return state
 
         def reload(uid: str) -> UserState | None:
             raw = before.get(uid)
-            return None if raw is None else UserState.from_dict(orjson.loads(raw))
+            return None if raw is None else UserState.decode(raw)
 
         result: BatchResult = self.processor.process(chunk, load, reload)
         self.states.update(result.states)

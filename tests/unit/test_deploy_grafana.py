@@ -19,7 +19,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from agents.metrics import Metrics, install_faust_monitor
+from agents.faust_monitor import install_faust_monitor
+from agents.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana"

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 
-import faust
 import pytest
-from faust.sensors.prometheus import PrometheusMonitor
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from agents.metrics import (
     ACTIONS,
     AGENT_STAGES,
     FALLBACK_REASONS,
     Metrics,
-    install_faust_monitor,
 )
 
 #: The attribute → series name contract other modules and the dashboards rely on.
@@ -186,38 +183,3 @@ def test_set_model_keeps_only_the_served_version() -> None:
     assert [(s.labels["version"], s.labels["source"], s.value) for s in samples] == [
         ("def456", "snapshot", 1.0)
     ]
-
-
-def test_install_faust_monitor_records_into_the_given_registry(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    registry = CollectorRegistry()
-    Metrics.create(registry)
-    app = faust.App("t", broker="kafka://127.0.0.1:1", web_enabled=False)
-
-    def no_page(*args: object, **kwargs: object) -> None:
-        raise AssertionError(f"install_faust_monitor added a web page {args!r}")
-
-    # No second /metrics page: the shared registry is served once, by limitstream's own view.
-    monkeypatch.setattr(app, "page", no_page)
-
-    install_faust_monitor(app, registry)
-
-    assert isinstance(app.monitor, PrometheusMonitor)
-    names = {metric.name for metric in registry.collect()}
-    assert {"faust_messages_received", "faust_topic_partition_end_offset"} <= names
-    assert all(name.startswith(("faust_", "limitstream_")) for name in names)
-    # The monitor's hooks write into our registry.
-    app.monitor.count("rebalance")
-    sample = registry.get_sample_value("faust_metrics_by_name", {"metric": "rebalance"})
-    assert sample == 1
-    text = generate_latest(registry).decode()
-    assert "faust_messages_received_total" in text
-    assert "limitstream_ready" in text
-
-
-def test_install_faust_monitor_twice_on_one_registry_fails_loudly() -> None:
-    registry = CollectorRegistry()
-    install_faust_monitor(faust.App("t1", broker="kafka://127.0.0.1:1"), registry)
-    with pytest.raises(ValueError, match="Duplicated timeseries"):
-        install_faust_monitor(faust.App("t2", broker="kafka://127.0.0.1:1"), registry)
