@@ -79,8 +79,9 @@ def test_builder_copies_every_package_of_the_wheel(parsed: list[Instruction]) ->
     packages = pyproject["tool"]["setuptools"]["packages"]
     builder = stages(parsed)[0]
     copied = {args.split()[0] for keyword, args in builder if keyword == "COPY"}
-    for package in packages:
-        assert package in copied, f"the wheel would miss {package}/"
+    for package in packages:  # a data package (streams.schemas) comes with its parent
+        top = package.split(".")[0]
+        assert top in copied, f"the wheel would miss {top}/"
     assert "pyproject.toml" in copied
     # The readme pyproject names must be in the context of the build.
     assert any(pyproject["project"]["readme"] in args.split() for k, args in builder if k == "COPY")
