@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -150,8 +151,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"{n} events -> {out} (truth: {truth_path(out)})", file=sys.stderr)
         return 0
     settings = _need_broker(_settings())
+    truth: list[dict[str, Any]] = []
     records = (LogRecord(line.topic, line.key.encode(), orjson.dumps(line.value))
-               for line in simulate(cfg))
+               for line in simulate(cfg, truth))
 
     async def run() -> int:
         await ensure_topics(settings)
@@ -161,7 +163,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     print(f"published {n} events to {settings.broker}", file=sys.stderr)
     if args.out:  # the ground truth only: the events went to the broker
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        print(f"truth: {write_truth(cfg, Path(args.out))}", file=sys.stderr)
+        print(f"truth: {write_truth(cfg, Path(args.out), truth)}", file=sys.stderr)
     return 0
 
 

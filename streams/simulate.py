@@ -758,11 +758,18 @@ class _Population:
         return [u.truth for u in self.users]
 
 
-def simulate(cfg: SimConfig) -> Iterator[LogLine]:
-    """Every input event of every user, ts non-decreasing, ties in a deterministic order."""
-    for batch in _Population(cfg).days():
+def simulate(cfg: SimConfig, truth: list[dict[str, Any]] | None = None
+             ) -> Iterator[LogLine]:
+    """Every input event of every user, ts non-decreasing, ties in a deterministic order.
+
+    ``truth``, when given, receives :func:`ground_truth` once the events are exhausted: a
+    caller that needs both runs the simulation once."""
+    pop = _Population(cfg)
+    for batch in pop.days():
         for ts, topic, key, value in batch:
             yield LogLine(topic, key, value, ts)
+    if truth is not None:
+        truth.extend(pop.truth())
 
 
 def ground_truth(cfg: SimConfig) -> list[dict[str, Any]]:

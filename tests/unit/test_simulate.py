@@ -92,6 +92,18 @@ def test_write_log_lines_are_the_simulated_events(tmp_path: Path) -> None:
     assert truth == ground_truth(cfg)
 
 
+def test_one_simulation_gives_the_events_and_then_the_truth() -> None:
+    # What `limitstream simulate --to-broker --out` relies on to run the simulation once.
+    cfg = SimConfig(users=40, days=60, seed=5)
+    truth: list[dict[str, object]] = []
+    events = simulate(cfg, truth)
+    first = next(events)
+    assert truth == [] and first == next(simulate(cfg))
+    rest = list(events)
+    assert [first, *rest] == list(simulate(cfg))
+    assert truth == ground_truth(cfg) and len(truth) == 40
+
+
 def test_a_users_story_does_not_depend_on_the_population_size() -> None:
     small = [ln for ln in simulate(SimConfig(users=15, days=90)) if ln.key == "u000007"]
     large = [ln for ln in simulate(SimConfig(users=45, days=90)) if ln.key == "u000007"]
