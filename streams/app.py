@@ -103,35 +103,6 @@ def _short_fetch_wait() -> None:
     AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
 
 
-def _no_ack_for_skipped_messages() -> None:
-    """Faust's stream *skips* a message that reaches it while flow control is suspended or
-    that was fetched in an earlier consumer generation — both happen around a rebalance — and
-    acks it anyway, "so that the lag does not grow". That ack makes the offset committable,
-    and the rebalance's own commit (``wait_empty``) can then commit a record no agent saw.
-    Found reading faust/streams.py while chasing lost updates in the multi-worker tests (their
-    observed cause was the position :func:`_rewind_uncommitted_partitions` fixes; this one was
-    not seen to fire in the runs that followed).
-
-    A skipped message is the only one the stream never *tracks* (tracking follows the skip
-    check), so an untracked message of an acking topic is not acked here: its offset stays
-    uncommitted, and the seek to the committed offsets that ends every rebalance delivers it
-    again.
-    """
-    from faust.transport.consumer import Consumer
-
-    ack = Consumer.ack
-    if getattr(ack, "limitstream_patched", False):
-        return
-
-    def ack_tracked_only(self: Any, message: Any) -> bool:
-        if not message.tracked and self.app.topics.acks_enabled_for(message.topic):
-            return False
-        return bool(ack(self, message))
-
-    ack_tracked_only.limitstream_patched = True  # type: ignore[attr-defined]
-    Consumer.ack = ack_tracked_only  # type: ignore[method-assign]
-
-
 def _rewind_uncommitted_partitions() -> None:
     """After every rebalance Faust seeks each assigned partition to its committed offset;
     aiokafka's ``seek_to_committed`` leaves a partition with no committed offset (or 0) where
@@ -177,7 +148,6 @@ def create_app(settings: Settings) -> faust.App:
     if not settings.broker:
         raise ValueError("create_app needs a broker URL (start the embedded broker first)")
     _short_fetch_wait()
-    _no_ack_for_skipped_messages()
     _rewind_uncommitted_partitions()
     conf: dict[str, Any] = {
         "broker": settings.broker,

@@ -1,36 +1,14 @@
-"""Two corrections to Faust's consumer around rebalances (streams/app.py): a message the
-stream skips is never marked safe to commit, and an input partition without a committed
-offset is read from its start after the seek that ends a rebalance."""
+"""A correction to Faust's consumer around rebalances (streams/app.py): an input partition
+without a committed offset is read from its start after the seek that ends a rebalance."""
 
 from __future__ import annotations
 
-import faust
 from aiokafka import TopicPartition
 from faust.transport.consumer import Consumer
 from faust.types import TP
-from faust.types.tuples import ConsumerMessage
 
 from streams.app import create_app
 from streams.settings import Settings
-
-
-def message(offset: int, topic: str = "t-transactions") -> ConsumerMessage:
-    return ConsumerMessage(topic, 0, offset, 0.0, 0, None, b"k", b"v", None, tp=TP(topic, 0))
-
-
-def test_only_tracked_messages_of_acking_topics_become_committable() -> None:
-    app: faust.App = create_app(Settings(broker="kafka://127.0.0.1:1"))
-    consumer = app.consumer
-    app.topics._acking_topics.add("t-transactions")  # an agent's input topic
-    skipped, processed = message(7), message(8)
-    processed.tracked = True  # what the stream does with a message it hands to the agent
-    assert not skipped.tracked
-    assert skipped.ack(consumer) is False
-    assert processed.ack(consumer) is True
-    assert list(consumer._acked[TP("t-transactions", 0)]) == [8]
-    # Topics without acks (no agent commits them) keep Faust's behaviour.
-    other = message(3, topic="t-other")
-    assert other.ack(consumer) is False and other.acked
 
 
 class _Topics:
