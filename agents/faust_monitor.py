@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
 
 import faust
@@ -98,42 +98,53 @@ class PerMessageSeries(Collector):
         return self._families(empty=False)
 
     def _families(self, empty: bool) -> Iterator[Metric]:
+        # ``empty``: the families without samples, for the registry's duplicate check.
         m, p = self.monitor, self.prefix
-        received = CounterMetricFamily(f"{p}_messages_received", "Total messages received",
-                                       value=None if empty else m.messages_received_total)
-        active = GaugeMetricFamily(f"{p}_active_messages", "Total active messages",
-                                   value=None if empty else m.messages_active)
-        per_topic = CounterMetricFamily(f"{p}_messages_received_per_topic",
-                                        "Messages received per topic", labels=["topic"])
-        read = GaugeMetricFamily(f"{p}_messages_received_per_topics_partition",
-                                 "Messages received per topic/partition",
-                                 labels=["topic", "partition"])
-        events = CounterMetricFamily(f"{p}_total_events", "Total events received",
-                                     value=None if empty else m.events_total)
-        active_events = GaugeMetricFamily(f"{p}_total_active_events", "Total active events",
-                                          value=None if empty else m.events_active)
-        per_stream = CounterMetricFamily(f"{p}_total_events_per_stream",
-                                         "Events received per Stream", labels=["stream"])
-        end = GaugeMetricFamily(f"{p}_topic_partition_end_offset",
-                                "Offset ends per topic/partition", labels=["topic", "partition"])
-        runtime = HistogramMetricFamily(
-            f"{p}_events_runtime_ms", "Events runtime in ms",
-            buckets=None if empty else self._runtime_buckets(),
-            sum_value=None if empty else m.runtime_sum_ms)
-        if not empty:
-            for topic, n in m.messages_received_by_topic.items():
-                per_topic.add_metric([topic], n)
-            for tp, offset in m.tp_read_offsets.items():
-                read.add_metric([tp.topic, str(tp.partition)], offset)
-            for tp, offset in m.tp_end_offsets.items():
-                end.add_metric([tp.topic, str(tp.partition)], offset)
+
+        def scalar(family: type[CounterMetricFamily | GaugeMetricFamily], name: str,
+                   doc: str, value: float) -> Metric:
+            return family(f"{p}_{name}", doc, value=None if empty else value)
+
+        def labelled(family: type[CounterMetricFamily | GaugeMetricFamily], name: str,
+                     doc: str, labels: list[str],
+                     samples: Iterable[tuple[list[str], float]]) -> Metric:
+            out = family(f"{p}_{name}", doc, labels=labels)
+            for label_values, value in () if empty else samples:
+                out.add_metric(label_values, value)
+            return out
+
+        def per_tp(name: str, doc: str, offsets: Mapping[TP, int]) -> Metric:
+            return labelled(GaugeMetricFamily, name, doc, ["topic", "partition"],
+                            (([tp.topic, str(tp.partition)], o) for tp, o in offsets.items()))
+
+        def per_stream() -> Iterator[tuple[list[str], float]]:
             streams: Counter[str] = Counter()
             for stream, key in list(m.stream_lookup.items()):
                 streams[m.stream_label(stream)] += m.events_by_stream.get(key, 0)
             for label, n in streams.items():
-                per_stream.add_metric([label], n)
-        yield from (received, active, per_topic, read, runtime, events, active_events,
-                    per_stream, end)
+                yield [label], n
+
+        yield scalar(CounterMetricFamily, "messages_received", "Total messages received",
+                     m.messages_received_total)
+        yield scalar(GaugeMetricFamily, "active_messages", "Total active messages",
+                     m.messages_active)
+        yield labelled(CounterMetricFamily, "messages_received_per_topic",
+                       "Messages received per topic", ["topic"],
+                       (([topic], n) for topic, n in m.messages_received_by_topic.items()))
+        yield per_tp("messages_received_per_topics_partition",
+                     "Messages received per topic/partition", m.tp_read_offsets)
+        yield HistogramMetricFamily(
+            f"{p}_events_runtime_ms", "Events runtime in ms",
+            buckets=None if empty else self._runtime_buckets(),
+            sum_value=None if empty else m.runtime_sum_ms)
+        yield scalar(CounterMetricFamily, "total_events", "Total events received",
+                     m.events_total)
+        yield scalar(GaugeMetricFamily, "total_active_events", "Total active events",
+                     m.events_active)
+        yield labelled(CounterMetricFamily, "total_events_per_stream",
+                       "Events received per Stream", ["stream"], per_stream())
+        yield per_tp("topic_partition_end_offset", "Offset ends per topic/partition",
+                     m.tp_end_offsets)
 
     def _runtime_buckets(self) -> list[tuple[str, float]]:
         out: list[tuple[str, float]] = []
