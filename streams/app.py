@@ -143,12 +143,44 @@ def _rewind_uncommitted_partitions() -> None:
     Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
 
 
+def _no_ack_for_skipped_messages() -> None:
+    """Around a rebalance Faust's stream *skips* a record that reaches it while flow control
+    is suspended or that was fetched in an earlier consumer generation. Faust's compiled
+    stream iterator (the one a worker normally runs) leaves such a record unacked, so the
+    seek to the committed offsets that ends the rebalance delivers it again. The pure-Python
+    iterator — used when the compiled extension is missing (no wheel for the platform) or
+    ``NO_CYTHON`` is set — acks it "so that the lag does not grow", and the rebalance's own
+    commit can then commit a record no agent processed. Measured with both iterators in
+    tests/unit/test_rebalance_corrections.py. Here the Python path behaves like the compiled
+    one: an ack of a skipped record is refused. A skipped record is recognised by the stream's
+    own test, and is never *tracked* (tracking follows that test), so the acks of records the
+    agent did take — tracked, in any generation — are untouched.
+    """
+    from faust.transport.consumer import Consumer
+
+    ack = Consumer.ack
+    if getattr(ack, "limitstream_patched", False):
+        return
+
+    def ack_unless_skipped(self: Any, message: Any) -> bool:
+        app = self.app
+        if not message.tracked and (
+                not app.flow_control.is_active()
+                or message.generation_id != app.consumer_generation_id):
+            return False
+        return bool(ack(self, message))
+
+    ack_unless_skipped.limitstream_patched = True  # type: ignore[attr-defined]
+    Consumer.ack = ack_unless_skipped  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings) -> faust.App:
     """A Faust app configured from the settings; agents are registered by :mod:`agents`."""
     if not settings.broker:
         raise ValueError("create_app needs a broker URL (start the embedded broker first)")
     _short_fetch_wait()
     _rewind_uncommitted_partitions()
+    _no_ack_for_skipped_messages()
     conf: dict[str, Any] = {
         "broker": settings.broker,
         "store": settings.store,

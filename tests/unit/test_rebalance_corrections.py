@@ -1,11 +1,18 @@
-"""A correction to Faust's consumer around rebalances (streams/app.py): an input partition
-without a committed offset is read from its start after the seek that ends a rebalance."""
+"""Corrections to Faust's consumer around rebalances (streams/app.py): an input partition
+without a committed offset is read from its start after the seek that ends a rebalance, and a
+record the stream skips during a rebalance is never acked, whichever stream iterator runs."""
 
 from __future__ import annotations
 
+import asyncio
+
+import faust.streams
+import pytest
 from aiokafka import TopicPartition
+from faust.events import Event
 from faust.transport.consumer import Consumer
 from faust.types import TP
+from faust.types.tuples import ConsumerMessage
 
 from streams.app import create_app
 from streams.settings import Settings
@@ -50,3 +57,53 @@ async def test_input_partitions_without_a_commit_are_read_from_the_start() -> No
     assert consumer._read_offset == {fresh: None, zero: 0, done: 41, changelog: None}
     assert consumer._committed_offset == {TP("t-transactions", 1): None,
                                           TP("t-transactions", 2): 41}
+
+
+def _record(offset: int, generation: int) -> ConsumerMessage:
+    message = ConsumerMessage("t-transactions", 0, offset, 0.0, 0, {}, b"u1", b"{}", None,
+                              generation_id=generation)
+    message.incref()
+    return message
+
+
+@pytest.mark.parametrize("iterator", ["compiled", "python"])
+async def test_a_record_the_stream_skips_is_never_acked(
+        iterator: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if iterator == "python":
+        monkeypatch.setattr(faust.streams, "_CStreamIterator", None)
+    else:
+        assert faust.streams._CStreamIterator is not None, "faust's compiled extension"
+    app = create_app(Settings(broker="kafka://127.0.0.1:1"))
+    app.topics._acking_topics.add("t-transactions")
+    app.consumer_generation_id = 2
+    stream = app.channel().stream()
+    suspended, stale, taken, last = (_record(4, 2), _record(5, 1), _record(6, 2),
+                                     _record(7, 2))
+
+    async def put(message: ConsumerMessage) -> None:
+        event = Event(app, message.key, message.value, {}, message)
+        await asyncio.wait_for(stream.channel.put(event), 5)
+
+    async def first_two() -> list[bytes]:
+        seen = []
+        async for value in stream:
+            seen.append(value)
+            if len(seen) == 2:
+                break
+        return seen
+
+    app.flow_control.resume()  # a new app starts suspended
+    await put(suspended)
+    app.flow_control.suspend()  # a rebalance begins: the stream reads `suspended` now
+    reader = asyncio.ensure_future(first_two())
+    await asyncio.sleep(0.05)
+    app.flow_control.resume()
+    for message in (stale, taken, last):  # stale: fetched in the previous generation
+        await put(message)
+    assert len(await asyncio.wait_for(reader, 5)) == 2
+    assert not stale.acked
+    assert not suspended.acked
+    # The records the stream took are acked (the last as the loop left): only skips are refused.
+    assert taken.acked and last.acked
+    assert list(app.consumer._acked[TP("t-transactions", 0)]) == [6, 7]
+    await stream.stop()
