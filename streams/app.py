@@ -198,6 +198,11 @@ def create_app(settings: Settings) -> faust.App:
         "producer_max_batch_size": PRODUCER_MAX_BATCH_BYTES,
         "broker_max_poll_records": MAX_POLL_RECORDS,
         "consumer_auto_offset_reset": "earliest",
+        # Faust compares a RocksDB store's persisted offset with the changelog's reported end
+        # offset, which the embedded broker under-reports: every restart failed there. The
+        # user table runs the same check against its recovery fence instead
+        # (agents/users_table.check_persisted_offsets).
+        "recovery_consistency_check": False,
         # Short session: a dead worker's partitions move on within seconds, and a group join
         # on the embedded broker does not wait out a long session (measured: 30 s -> 7 s).
         # 4 s, because a worker stopped by SIGTERM does not get to send its LeaveGroup (mode

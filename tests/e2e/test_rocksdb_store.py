@@ -1,5 +1,6 @@
 """The production store: a worker on RocksDB (rocksdict) applies the log like the pure core,
-and files every user in its own partition's database."""
+files every user in its own partition's database, and a worker restarted on the same
+database carries on from it."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from streams.kafka_io import read_log
 from streams.learning import InProcessLearning, engine_for
 from streams.replay import Replay
 from streams.worker_process import WorkerProcess
-from tests.e2e.helpers import publish_in_rounds, settings_of
+from tests.e2e.helpers import publish_in_rounds, rounds, settings_of
 
 pytestmark = pytest.mark.broker
 
@@ -43,3 +44,28 @@ def test_rocksdb_worker_matches_the_core(kafka_env: dict[str, str], tmp_path: Pa
     partitions = {int(p.name.split("-")[-1].split(".")[0]) for p in tables}
     expected = {key_partition(uid.encode(), settings.partitions) for uid in replay.states}
     assert expected <= partitions, (sorted(p.name for p in tables), expected)
+
+
+def test_rocksdb_worker_restarts_on_its_database(
+        kafka_env: dict[str, str], start_worker: Callable[..., WorkerProcess]) -> None:
+    env = {"LIMITSTREAM_STORE": "rocksdb://"}
+    log = list(read_log(SAMPLE))
+    parts = rounds(log)
+    first = [rec for part in parts[: len(parts) // 2] for rec in part]
+    rest = [rec for part in parts[len(parts) // 2:] for rec in part]
+    assert first and rest
+
+    worker = start_worker(env)
+    publish_in_rounds(kafka_env, worker, first)
+    worker.stop()  # SIGTERM: a clean stop, the database stays on disk
+    worker = start_worker(env)
+    publish_in_rounds(kafka_env, worker, rest)
+
+    settings = settings_of({**kafka_env, **env})
+    engine, scorer = engine_for(load_policy(settings.policy_file), settings)
+    replay = Replay(engine, Limits(settings.currency), InProcessLearning(scorer))
+    list(replay.run(log))
+    for uid, state in replay.states.items():
+        status, body = worker.get(f"/users/{uid}")
+        assert status == 200, uid
+        assert orjson.loads(body) == orjson.loads(orjson.dumps(state.view())), uid
