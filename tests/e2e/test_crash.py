@@ -4,7 +4,9 @@ One run (a module fixture) feeds a simulated 20 000-event log, in phases (see
 ``helpers.phased``), to one worker; the worker is SIGKILLed once it has processed about 40 %
 of the log and restarted with the same identity (same group: it resumes at the committed
 offsets, so everything after the last commit is delivered again). The tests then check the
-run from three sides: the users' states, the outputs, the dead letters.
+run from three sides: the users' states, the outputs, the dead letters. The run is made once
+with the memory store and once with the production store, RocksDB, whose restarted worker
+carries on from its own database.
 """
 
 from __future__ import annotations
@@ -82,21 +84,26 @@ class CrashRun:
     seconds: float
 
 
-@pytest.fixture(scope="module")
-def crash(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
-          ) -> Iterator[CrashRun]:
+@pytest.fixture(scope="module", params=["memory", "rocksdb"])
+def crash(request: pytest.FixtureRequest, broker: EmbeddedBroker,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[CrashRun]:
+    """The run, once per store: the memory store recovers every state from the changelog
+    after the kill; the RocksDB store restarts on its database, which may hold states whose
+    changelog records the kill cut off."""
     t0 = time.monotonic()
-    tmp = tmp_path_factory.mktemp("crash")
+    store: str = request.param
+    tmp = tmp_path_factory.mktemp(f"crash-{store}")
     env = {
         "LIMITSTREAM_BROKER": broker.url,
-        "LIMITSTREAM_TOPIC_PREFIX": "crash-",
-        "LIMITSTREAM_APP_ID": "limitstream-test-crash",
+        "LIMITSTREAM_STORE": f"{store}://",
+        "LIMITSTREAM_TOPIC_PREFIX": f"crash-{store}-",
+        "LIMITSTREAM_APP_ID": f"limitstream-test-crash-{store}",
         "LIMITSTREAM_PARTITIONS": "4",
         "LIMITSTREAM_DATA_DIR": str(tmp / "data"),
         "LIMITSTREAM_LOG_LEVEL": os.environ.get("LIMITSTREAM_TEST_LOG_LEVEL", "warning"),
         "LIMITSTREAM_MODEL_HMAC_KEY": "test-only-hmac-key",
         # Static membership: the restarted worker takes its partitions back sooner.
-        "LIMITSTREAM_INSTANCE_ID": "crash-worker",
+        "LIMITSTREAM_INSTANCE_ID": f"crash-worker-{store}",
     }
     phases = simulated_phases(USERS, DAYS)
     big = phases[1]
