@@ -40,7 +40,7 @@ from policies.processor import (
     Processor,
     RawRecord,
 )
-from streams.app import aiokafka_kwargs
+from streams.app import aiokafka_kwargs, offset_trace_of
 from streams.codec import encode
 from streams.kafka_io import logical_topics
 from streams.settings import Settings
@@ -89,6 +89,7 @@ class UserAgent:
         self.agent = app.agent(self.inputs, name="users")(self._run)
         #: (topic, partition) -> last offset handled, for the consumer-lag gauge.
         self.handled: dict[tuple[str, int], int] = {}
+        self.offset_trace = offset_trace_of(app)
         #: user_id -> (status, stage, limit, pending labels) of the users stored here (gauges).
         self.summary: dict[str, tuple[str, int, int, int]] = {}
         #: Decoded states of recently stored users, valid while no rebalance happened.
@@ -187,6 +188,9 @@ class UserAgent:
             for uid in result.states:
                 self.cache.pop(uid, None)
             raise
+        if self.offset_trace is not None:  # applied and stored: what the trace calls processed
+            self.offset_trace.batch(self.app.consumer_generation_id, (
+                (ev.message.topic, ev.message.partition, ev.message.offset) for ev in events))
         self.observe(result, records, elapsed)
         return result
 

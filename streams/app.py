@@ -14,6 +14,7 @@ import faust
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
 
+from streams.offset_trace import OffsetTrace
 from streams.settings import Settings
 
 #: Producer tuning. The agent hands a whole batch's records to the producer before it yields
@@ -126,6 +127,10 @@ def _rewind_uncommitted_partitions() -> None:
     async def perform_seek(self: Any) -> None:
         # Faust's perform_seek, plus the rewind of input partitions without a commit.
         committed = await self.seek_to_committed()
+        trace = offset_trace_of(self.app)
+        if trace is not None:
+            trace.seek(self.app.consumer_generation_id,
+                       {(tp.topic, tp.partition): o for tp, o in committed.items()})
         fresh = [tp for tp, offset in committed.items()
                  if not offset and self.app.topics.acks_enabled_for(tp.topic)]
         if fresh:
@@ -174,6 +179,32 @@ def _no_ack_for_skipped_messages() -> None:
     Consumer.ack = ack_unless_skipped  # type: ignore[method-assign]
 
 
+def offset_trace_of(app: Any) -> OffsetTrace | None:
+    """The app's offset trace (``LIMITSTREAM_OFFSET_TRACE``), if it keeps one."""
+    trace: OffsetTrace | None = getattr(app, "limitstream_offset_trace", None)
+    return trace
+
+
+def _trace_commits() -> None:
+    """Commits go to the offset trace too (when the app keeps one)."""
+    from faust.transport.drivers.aiokafka import Consumer
+
+    commit = Consumer._commit
+    if getattr(commit, "limitstream_patched", False):
+        return
+
+    async def traced_commit(self: Any, offsets: Any) -> bool:
+        ok = bool(await commit(self, offsets))
+        trace = offset_trace_of(self.app)
+        if ok and trace is not None:
+            trace.commit(self.app.consumer_generation_id,
+                         {(tp.topic, tp.partition): o for tp, o in offsets.items()})
+        return ok
+
+    traced_commit.limitstream_patched = True  # type: ignore[attr-defined]
+    Consumer._commit = traced_commit  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings) -> faust.App:
     """A Faust app configured from the settings; agents are registered by :mod:`agents`."""
     if not settings.broker:
@@ -181,6 +212,7 @@ def create_app(settings: Settings) -> faust.App:
     _short_fetch_wait()
     _rewind_uncommitted_partitions()
     _no_ack_for_skipped_messages()
+    _trace_commits()
     conf: dict[str, Any] = {
         "broker": settings.broker,
         "store": settings.store,
@@ -221,4 +253,7 @@ def create_app(settings: Settings) -> faust.App:
     credentials = faust_credentials(settings)
     if credentials is not None:
         conf["broker_credentials"] = credentials
-    return faust.App(settings.app_id, **conf)
+    app = faust.App(settings.app_id, **conf)
+    if settings.offset_trace:
+        app.limitstream_offset_trace = OffsetTrace(settings.offset_trace)  # type: ignore[attr-defined]
+    return app

@@ -122,6 +122,9 @@ class Settings:
     #: Static group membership id (e.g. the StatefulSet pod name); empty disables it.
     instance_id: str = ""
     standby_replicas: int = 0
+    #: A file the workers append their processed, sought and committed input offsets to
+    #: (streams/offset_trace.py); empty: no trace.
+    offset_trace: str = ""
     #: Key authenticating model snapshots; required to read or publish any snapshot.
     model_hmac_key: Secret = Secret("")
     #: The trainer publishes a snapshot every this many labels learnt.
@@ -186,6 +189,7 @@ class Settings:
             processing_guarantee=get("PROCESSING_GUARANTEE", "at_least_once"),
             instance_id=get("INSTANCE_ID", ""),
             standby_replicas=get_int("STANDBY_REPLICAS", 0),
+            offset_trace=get("OFFSET_TRACE", ""),
             model_hmac_key=Secret(get("MODEL_HMAC_KEY", "")),
             snapshot_every_labels=get_int("SNAPSHOT_EVERY_LABELS", 200, minimum=1),
             model_kind=get("MODEL_KIND", "logistic"),

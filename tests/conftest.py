@@ -36,6 +36,9 @@ def kafka_env(broker: EmbeddedBroker, tmp_path: Path) -> dict[str, str]:
         "LIMITSTREAM_APP_ID": f"limitstream-test-{n}",
         "LIMITSTREAM_PARTITIONS": "4",
         "LIMITSTREAM_DATA_DIR": str(tmp_path / "data"),
+        # Every worker's processed, sought and committed input offsets, for the failure
+        # messages of the end-to-end tests (tests/e2e/helpers.offset_report).
+        "LIMITSTREAM_OFFSET_TRACE": str(tmp_path / "offsets.jsonl"),
         # LIMITSTREAM_TEST_LOG_LEVEL=info gives the workers' logs (tmp_path) Faust's timeline.
         "LIMITSTREAM_LOG_LEVEL": os.environ.get("LIMITSTREAM_TEST_LOG_LEVEL", "warning"),
         "LIMITSTREAM_MODEL_HMAC_KEY": "test-only-hmac-key",

@@ -9,17 +9,20 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from policies.processor import INPUT_TOPICS
 from policies.spec import load_policy
 from streams.app import aiokafka_kwargs
 from streams.codec import Limits, encode
 from streams.kafka_io import LogRecord, consume, ensure_topics, logical_topics, produce
 from streams.learning import engine_for
+from streams.offset_trace import tp_key, unprocessed
 from streams.replay import Replay
 from streams.settings import Settings
 from streams.simulate import LogLine, SimConfig, simulate
@@ -61,12 +64,12 @@ def read_topic(env: dict[str, str], topic: str, timeout: float = 3.0) -> list[di
     return asyncio.run(run())
 
 
-def committed_total(env: dict[str, str], topic: str) -> int:
-    """Sum over partitions of the consumer group's committed offsets on ``topic``."""
+def committed_offsets(env: dict[str, str], topic: str) -> dict[int, int]:
+    """The consumer group's committed offset of each partition of ``topic`` (0: none)."""
     settings = settings_of(env)
     real = logical_topics(settings)[topic]
 
-    async def run() -> int:
+    async def run() -> dict[int, int]:
         c = AIOKafkaConsumer(**aiokafka_kwargs(settings), group_id=settings.app_id,
                              enable_auto_commit=False)
         await c.start()
@@ -75,15 +78,32 @@ def committed_total(env: dict[str, str], topic: str) -> int:
             if not parts:
                 await c._client.force_metadata_update()  # aiokafka has no public call for it
                 parts = c.partitions_for_topic(real) or set()
-            total = 0
-            for p in parts:
-                off = await c.committed(TopicPartition(real, p))
-                total += off or 0
-            return total
+            return {p: await c.committed(TopicPartition(real, p)) or 0 for p in parts}
         finally:
             await c.stop()
 
     return asyncio.run(run())
+
+
+def committed_total(env: dict[str, str], topic: str) -> int:
+    """Sum over partitions of the consumer group's committed offsets on ``topic``."""
+    return sum(committed_offsets(env, topic).values())
+
+
+def offset_report(env: dict[str, str]) -> str:
+    """From the workers' offset trace (LIMITSTREAM_OFFSET_TRACE): the input offsets below a
+    partition's committed offset that no worker processed, and who committed past them —
+    the first thing to know when an event went missing."""
+    path = env.get("LIMITSTREAM_OFFSET_TRACE", "")
+    if not path or not Path(path).exists():
+        return "no offset trace"
+    names = logical_topics(settings_of(env))
+    ends = {tp_key(names[t], p): o
+            for t in INPUT_TOPICS for p, o in committed_offsets(env, t).items()}
+    holes = unprocessed(path, ends)
+    if not holes:
+        return f"offset trace ({path}): every committed input offset was processed"
+    return f"offset trace ({path}): " + "; ".join(str(h) for h in holes[:10])
 
 
 def wait_committed(env: dict[str, str], produced: Counter[str], timeout: float = 90.0) -> None:
@@ -95,7 +115,7 @@ def wait_committed(env: dict[str, str], produced: Counter[str], timeout: float =
         if all(last[t] >= n for t, n in produced.items()):
             return
         time.sleep(0.5)
-    raise TimeoutError(f"committed {last}, produced {dict(produced)}")
+    raise TimeoutError(f"committed {last}, produced {dict(produced)}; {offset_report(env)}")
 
 
 # -- simulated logs in phases ----------------------------------------------------------------
@@ -378,7 +398,7 @@ def assert_outputs_exact(env: dict[str, str], expected: Fold) -> dict[str, int]:
     return duplicates
 
 
-def assert_views_exact(worker: WorkerProcess, expected: Fold) -> None:
+def assert_views_exact(worker: WorkerProcess, expected: Fold, env: dict[str, str]) -> None:
     """Every user's ``GET /users/{id}`` (from ``worker``, routed to the owner) is the fold's
     view, and counts every one of the user's valid events: nothing lost, nothing twice."""
     wrong: list[str] = []
@@ -387,7 +407,8 @@ def assert_views_exact(worker: WorkerProcess, expected: Fold) -> None:
         assert status == 200, f"GET /users/{uid} from {worker.url}: {status} {body[:200]!r}"
         view = orjson.loads(body)
         assert view["events_applied"] == expected.applied[uid], (
-            f"{uid}: {view['events_applied']} events applied, {expected.applied[uid]} in the log")
+            f"{uid}: {view['events_applied']} events applied, {expected.applied[uid]} in the "
+            f"log; {offset_report(env)}")
         if view != want:
             wrong.append(uid)
     assert not wrong, f"{len(wrong)} users differ from the fold, e.g. {wrong[:5]}"

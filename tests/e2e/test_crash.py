@@ -100,6 +100,7 @@ def crash(request: pytest.FixtureRequest, broker: EmbeddedBroker,
         "LIMITSTREAM_APP_ID": f"limitstream-test-crash-{store}",
         "LIMITSTREAM_PARTITIONS": "4",
         "LIMITSTREAM_DATA_DIR": str(tmp / "data"),
+        "LIMITSTREAM_OFFSET_TRACE": str(tmp / "offsets.jsonl"),
         "LIMITSTREAM_LOG_LEVEL": os.environ.get("LIMITSTREAM_TEST_LOG_LEVEL", "warning"),
         "LIMITSTREAM_MODEL_HMAC_KEY": "test-only-hmac-key",
         # Static membership: the restarted worker takes its partitions back sooner.
@@ -160,7 +161,7 @@ def test_crash_mid_stream_loses_nothing_and_states_equal_the_fold(crash: CrashRu
     # The kill really was mid-stream, and the restart had records to redeliver.
     assert 0.25 * crash.total < crash.processed_at_kill < 0.75 * crash.total
     assert crash.committed_at_kill < crash.processed_at_kill
-    assert_views_exact(crash.worker, crash.expected)
+    assert_views_exact(crash.worker, crash.expected, crash.env)
     assert metric(crash.worker, "limitstream_duplicates_total", cause="event_id") == 0
 
 

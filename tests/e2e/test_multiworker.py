@@ -82,7 +82,7 @@ def mid_stream(feed: Feed, after: float = 3.0) -> None:
 def check(name: str, env: dict[str, str], expected: Fold, live: list[WorkerProcess],
           t0: float) -> None:
     for w in live:
-        assert_views_exact(w, expected)
+        assert_views_exact(w, expected, env)
     duplicates = assert_outputs_exact(env, expected)
     print(f"{name}: {sum(expected.applied.values())} events exact on {len(live)} worker(s); "
           f"duplicate output copies {duplicates}; test {time.monotonic() - t0:.0f} s")

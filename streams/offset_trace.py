@@ -1,0 +1,123 @@
+"""An offset trace: which input offsets each worker processed, sought to and committed.
+
+Exactly once rests on one invariant: an input offset is committed only after a worker has
+applied the record (or the record is inside a stored state). When a multi-worker or crash
+test finds a user with an event missing, the question is which record no worker processed,
+and who committed past it. With ``LIMITSTREAM_OFFSET_TRACE=FILE`` every worker appends one
+JSON line per processed batch (the offset ranges per partition), per seek that ends a
+rebalance (the committed offsets it started from) and per commit; :func:`unprocessed` reads
+the file back and names the offsets nobody processed. The tests set it for every worker they
+start and put the answer in their failure messages.
+
+Lines are written with one ``os.write`` on a file opened for appending, so the workers of one
+host can share a file; a SIGKILL loses at most the line being written.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+#: Per partition, the processed offsets as inclusive ranges in arrival order.
+Ranges = dict[str, list[list[int]]]
+
+
+def tp_key(topic: str, partition: int) -> str:
+    return f"{topic}:{partition}"
+
+
+def offset_ranges(offsets: Iterable[tuple[str, int, int]]) -> Ranges:
+    """``(topic, partition, offset)`` in arrival order -> runs of consecutive offsets.
+
+    >>> offset_ranges([("t", 0, 4), ("t", 0, 5), ("u", 1, 9), ("t", 0, 7)])
+    {'t:0': [[4, 5], [7, 7]], 'u:1': [[9, 9]]}
+    """
+    out: Ranges = {}
+    for topic, partition, offset in offsets:
+        runs = out.setdefault(tp_key(topic, partition), [])
+        if runs and runs[-1][1] == offset - 1:
+            runs[-1][1] = offset
+        else:
+            runs.append([offset, offset])
+    return out
+
+
+class OffsetTrace:
+    """Appends trace lines to ``path`` (shared by the workers of a host)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._pid = os.getpid()
+
+    def _write(self, kind: str, generation: int, body: Mapping[str, Any]) -> None:
+        line = {"pid": self._pid, "ts": time.time(), "kind": kind, "gen": generation, **body}
+        os.write(self._fd, orjson.dumps(line) + b"\n")
+
+    def batch(self, generation: int, offsets: Iterable[tuple[str, int, int]]) -> None:
+        self._write("batch", generation, {"ranges": offset_ranges(offsets)})
+
+    def seek(self, generation: int, committed: Mapping[tuple[str, int], int | None]) -> None:
+        self._write("seek", generation,
+                    {"committed": {tp_key(*tp): o for tp, o in committed.items()}})
+
+    def commit(self, generation: int, offsets: Mapping[tuple[str, int], int]) -> None:
+        self._write("commit", generation,
+                    {"offsets": {tp_key(*tp): o for tp, o in offsets.items()}})
+
+
+@dataclass(frozen=True, slots=True)
+class Hole:
+    """Offsets ``first..last`` of a partition that no worker processed, and the commits
+    that passed them (pid, offset)."""
+
+    partition: str
+    first: int
+    last: int
+    committed_by: tuple[tuple[int, int], ...]
+
+    def __str__(self) -> str:
+        return (f"{self.partition} offsets {self.first}..{self.last} never processed; "
+                f"committed past by (pid, offset) {list(self.committed_by)}")
+
+
+def read_trace(path: str | Path) -> Iterator[dict[str, Any]]:
+    """The trace's lines; a torn last line (a SIGKILL mid-write) is skipped."""
+    with open(path, "rb") as f:
+        for raw in f:
+            try:
+                yield orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+
+
+def unprocessed(path: str | Path, ends: Mapping[str, int]) -> list[Hole]:
+    """Holes in what the workers processed, per partition, below ``ends[partition]`` (the
+    partition's end offset, keys as :func:`tp_key`)."""
+    lines = list(read_trace(path))
+    done: dict[str, list[tuple[int, int]]] = {}
+    for line in lines:
+        if line["kind"] == "batch":
+            for tp, runs in line["ranges"].items():
+                done.setdefault(tp, []).extend((a, b) for a, b in runs)
+    holes = []
+    for tp, end in sorted(ends.items()):
+        covered = -1
+        gaps = []
+        for a, b in sorted(done.get(tp, [])):
+            if a > covered + 1:
+                gaps.append((covered + 1, a - 1))
+            covered = max(covered, b)
+        if covered + 1 < end:
+            gaps.append((covered + 1, end - 1))
+        for first, last in gaps:
+            by = tuple((line["pid"], line["offsets"][tp]) for line in lines
+                       if line["kind"] == "commit" and line["offsets"].get(tp, -1) > first)
+            holes.append(Hole(tp, first, last, by))
+    return holes

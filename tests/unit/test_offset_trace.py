@@ -1,0 +1,39 @@
+"""The offset trace (streams/offset_trace.py): what the workers processed, read back as the
+offsets nobody processed and the commits that passed them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streams.offset_trace import OffsetTrace, read_trace, unprocessed
+
+
+def test_a_hole_below_the_committed_offset_is_named_with_its_commits(tmp_path: Path) -> None:
+    path = tmp_path / "offsets.jsonl"
+    first, second = OffsetTrace(path), OffsetTrace(path)  # two workers, one file
+    first.seek(1, {("tx", 0): None, ("tx", 1): None})
+    first.batch(1, [("tx", 0, o) for o in range(0, 10)] + [("tx", 1, o) for o in range(5)])
+    first.commit(1, {("tx", 0): 10, ("tx", 1): 5})
+    # The second owner of tx:0 starts at 12: offsets 10 and 11 are never processed.
+    second.seek(2, {("tx", 0): 10})
+    second.batch(2, [("tx", 0, o) for o in range(12, 20)])
+    second.commit(2, {("tx", 0): 20})
+    with open(path, "ab") as f:
+        f.write(b'{"pid": 1, "kind": "bat')  # a SIGKILL mid-line
+
+    assert [line["kind"] for line in read_trace(path)] == [
+        "seek", "batch", "commit", "seek", "batch", "commit"]
+    holes = unprocessed(path, {"tx:0": 20, "tx:1": 5})
+    assert [(h.partition, h.first, h.last) for h in holes] == [("tx:0", 10, 11)]
+    assert [offset for _, offset in holes[0].committed_by] == [20]
+    assert "tx:0 offsets 10..11 never processed" in str(holes[0])
+
+
+def test_offsets_processed_twice_or_out_of_order_leave_no_hole(tmp_path: Path) -> None:
+    path = tmp_path / "offsets.jsonl"
+    trace = OffsetTrace(path)
+    trace.batch(1, [("tx", 0, o) for o in (5, 6, 7)])
+    trace.batch(1, [("tx", 0, o) for o in (0, 1, 2, 3, 4, 5)])  # a replay after a rebalance
+    assert unprocessed(path, {"tx:0": 8}) == []
+    # Records above the last one processed and below the committed offset: a hole too.
+    assert [(h.first, h.last) for h in unprocessed(path, {"tx:0": 10})] == [(8, 9)]
