@@ -5,9 +5,10 @@ applied the record (or the record is inside a stored state). When a multi-worker
 test finds a user with an event missing, the question is which record no worker processed,
 and who committed past it. With ``LIMITSTREAM_OFFSET_TRACE=FILE`` every worker appends one
 JSON line per processed batch (the offset ranges per partition), per seek that ends a
-rebalance (the committed offsets it started from) and per commit; :func:`unprocessed` reads
-the file back and names the offsets nobody processed. The tests set it for every worker they
-start and put the answer in their failure messages.
+rebalance (the committed offsets it started from) and per commit. :func:`unprocessed` reads
+the file back and names the offsets nobody processed; :func:`unsafe_commits` names the commits
+that passed records nobody had processed yet. The tests set it for every worker they start,
+assert that no commit was unsafe and put the holes in their failure messages.
 
 Lines are written with one ``os.write`` on a file opened for appending, so the workers of one
 host can share a file; a SIGKILL loses at most the line being written.
@@ -74,17 +75,18 @@ class OffsetTrace:
 
 @dataclass(frozen=True, slots=True)
 class Hole:
-    """Offsets ``first..last`` of a partition that no worker processed, and the commits
-    that passed them (pid, offset)."""
+    """Offsets ``first..last`` of a partition that no worker processed (``never``, or not
+    before the commits named), and the commits that passed them (pid, offset)."""
 
     partition: str
     first: int
     last: int
     committed_by: tuple[tuple[int, int], ...]
+    when: str = "never"
 
     def __str__(self) -> str:
-        return (f"{self.partition} offsets {self.first}..{self.last} never processed; "
-                f"committed past by (pid, offset) {list(self.committed_by)}")
+        return (f"{self.partition} offsets {self.first}..{self.last} not processed "
+                f"({self.when}); committed past by (pid, offset) {list(self.committed_by)}")
 
 
 def read_trace(path: str | Path) -> Iterator[dict[str, Any]]:
@@ -95,6 +97,36 @@ def read_trace(path: str | Path) -> Iterator[dict[str, Any]]:
                 yield orjson.loads(raw)
             except orjson.JSONDecodeError:
                 continue
+
+
+def unsafe_commits(path: str | Path, partitions: Iterable[str]) -> list[Hole]:
+    """Commits of ``partitions`` that passed offsets no worker had processed *by then*.
+
+    A lost update needs two things: a commit past a record nobody processed, and nobody
+    processing it afterwards (the committing worker dies, or the partition moves on). The
+    first alone is already the fault; this finds it even in runs where the record was
+    processed later and nothing was lost. (A trace line is written after the batch is
+    stored, and a worker acks — hence commits — only after that.)
+    """
+    wanted = set(partitions)
+    done: dict[str, set[int]] = {}
+    found = []
+    for line in sorted(read_trace(path), key=lambda line: float(line["ts"])):
+        if line["kind"] == "batch":
+            for tp, runs in line["ranges"].items():
+                seen = done.setdefault(tp, set())
+                for a, b in runs:
+                    seen.update(range(a, b + 1))
+        elif line["kind"] == "commit":
+            for tp, offset in line["offsets"].items():
+                if tp not in wanted:
+                    continue
+                seen = done.get(tp, set())
+                missing = [o for o in range(offset) if o not in seen]
+                if missing:
+                    found.append(Hole(tp, missing[0], missing[-1], ((line["pid"], offset),),
+                                      when=f"{len(missing)} of them, by the commit"))
+    return found
 
 
 def unprocessed(path: str | Path, ends: Mapping[str, int]) -> list[Hole]:

@@ -26,6 +26,7 @@ from streams.kafka_io import LogRecord
 from streams.worker_process import WorkerProcess
 from tests.e2e.helpers import (
     Fold,
+    assert_commits_safe,
     assert_outputs_exact,
     assert_views_exact,
     committed_total,
@@ -162,6 +163,7 @@ def test_crash_mid_stream_loses_nothing_and_states_equal_the_fold(crash: CrashRu
     assert 0.25 * crash.total < crash.processed_at_kill < 0.75 * crash.total
     assert crash.committed_at_kill < crash.processed_at_kill
     assert_views_exact(crash.worker, crash.expected, crash.env)
+    assert_commits_safe(crash.env)
     assert metric(crash.worker, "limitstream_duplicates_total", cause="event_id") == 0
 
 

@@ -26,6 +26,7 @@ from streams.worker_process import WorkerProcess
 from tests.e2e.helpers import (
     Feed,
     Fold,
+    assert_commits_safe,
     assert_outputs_exact,
     assert_views_exact,
     fold,
@@ -83,6 +84,7 @@ def check(name: str, env: dict[str, str], expected: Fold, live: list[WorkerProce
           t0: float) -> None:
     for w in live:
         assert_views_exact(w, expected, env)
+    assert_commits_safe(env)
     duplicates = assert_outputs_exact(env, expected)
     print(f"{name}: {sum(expected.applied.values())} events exact on {len(live)} worker(s); "
           f"duplicate output copies {duplicates}; test {time.monotonic() - t0:.0f} s")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from streams.offset_trace import OffsetTrace, read_trace, unprocessed
+from streams.offset_trace import OffsetTrace, read_trace, unprocessed, unsafe_commits
 
 
 def test_a_hole_below_the_committed_offset_is_named_with_its_commits(tmp_path: Path) -> None:
@@ -26,7 +26,23 @@ def test_a_hole_below_the_committed_offset_is_named_with_its_commits(tmp_path: P
     holes = unprocessed(path, {"tx:0": 20, "tx:1": 5})
     assert [(h.partition, h.first, h.last) for h in holes] == [("tx:0", 10, 11)]
     assert [offset for _, offset in holes[0].committed_by] == [20]
-    assert "tx:0 offsets 10..11 never processed" in str(holes[0])
+    assert "tx:0 offsets 10..11 not processed (never)" in str(holes[0])
+    # The same commit, seen as it happened: it passed 10 and 11 before anyone processed them.
+    unsafe = unsafe_commits(path, ["tx:0", "tx:1"])
+    assert [(h.partition, h.first, h.last, h.committed_by[0][1]) for h in unsafe] == [
+        ("tx:0", 10, 11, 20)]
+
+
+def test_a_commit_is_unsafe_even_if_the_records_are_processed_later(tmp_path: Path) -> None:
+    path = tmp_path / "offsets.jsonl"
+    trace = OffsetTrace(path)
+    trace.batch(1, [("tx", 0, o) for o in range(3, 6)])
+    trace.commit(1, {("tx", 0): 6})  # 0..2 not processed yet: a crash now would lose them
+    trace.batch(1, [("tx", 0, o) for o in range(0, 3)])
+    trace.commit(1, {("tx", 0): 6})
+    assert unprocessed(path, {"tx:0": 6}) == []
+    assert [(h.first, h.last) for h in unsafe_commits(path, ["tx:0"])] == [(0, 2)]
+    assert unsafe_commits(path, ["tx:1"]) == []
 
 
 def test_offsets_processed_twice_or_out_of_order_leave_no_hole(tmp_path: Path) -> None:
