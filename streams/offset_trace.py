@@ -129,6 +129,16 @@ def unsafe_commits(path: str | Path, partitions: Iterable[str]) -> list[Hole]:
     return found
 
 
+def processed_ends(path: str | Path) -> dict[str, int]:
+    """Per partition, one past the highest offset any worker processed."""
+    ends: dict[str, int] = {}
+    for line in read_trace(path):
+        if line["kind"] == "batch":
+            for tp, runs in line["ranges"].items():
+                ends[tp] = max(ends.get(tp, 0), max(b for _, b in runs) + 1)
+    return ends
+
+
 def unprocessed(path: str | Path, ends: Mapping[str, int]) -> list[Hole]:
     """Holes in what the workers processed, per partition, below ``ends[partition]`` (the
     partition's end offset, keys as :func:`tp_key`)."""

@@ -22,7 +22,7 @@ from streams.app import aiokafka_kwargs
 from streams.codec import Limits, encode
 from streams.kafka_io import LogRecord, consume, ensure_topics, logical_topics, produce
 from streams.learning import engine_for
-from streams.offset_trace import tp_key, unprocessed, unsafe_commits
+from streams.offset_trace import processed_ends, tp_key, unprocessed, unsafe_commits
 from streams.replay import Replay
 from streams.settings import Settings
 from streams.simulate import LogLine, SimConfig, simulate
@@ -91,19 +91,23 @@ def committed_total(env: dict[str, str], topic: str) -> int:
 
 
 def offset_report(env: dict[str, str]) -> str:
-    """From the workers' offset trace (LIMITSTREAM_OFFSET_TRACE): the input offsets below a
-    partition's committed offset that no worker processed, and who committed past them —
-    the first thing to know when an event went missing."""
+    """From the workers' offset trace (LIMITSTREAM_OFFSET_TRACE), per input partition: the
+    offsets no worker processed below what was committed or processed, with the commits that
+    passed them (a lost update), and where the committed offset stopped behind the processed
+    ones (commits that stall) — the first things to know when an event went missing."""
     path = env.get("LIMITSTREAM_OFFSET_TRACE", "")
     if not path or not Path(path).exists():
         return "no offset trace"
     names = logical_topics(settings_of(env))
-    ends = {tp_key(names[t], p): o
-            for t in INPUT_TOPICS for p, o in committed_offsets(env, t).items()}
-    holes = unprocessed(path, ends)
-    if not holes:
-        return f"offset trace ({path}): every committed input offset was processed"
-    return f"offset trace ({path}): " + "; ".join(str(h) for h in holes[:10])
+    committed = {tp_key(names[t], p): o
+                 for t in INPUT_TOPICS for p, o in committed_offsets(env, t).items()}
+    processed = processed_ends(path)
+    ends = {tp: max(o, processed.get(tp, 0)) for tp, o in committed.items()}
+    behind = [f"{tp} committed {o}, processed to {processed[tp]}"
+              for tp, o in sorted(committed.items()) if processed.get(tp, 0) > o]
+    holes = [str(h) for h in unprocessed(path, ends)]
+    return (f"offset trace ({path}): holes: {'; '.join(holes[:10]) or 'none'}; "
+            f"commits behind: {'; '.join(behind) or 'none'}")
 
 
 def assert_commits_safe(env: dict[str, str]) -> None:

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from streams.offset_trace import OffsetTrace, read_trace, unprocessed, unsafe_commits
+from streams.offset_trace import (
+    OffsetTrace,
+    processed_ends,
+    read_trace,
+    unprocessed,
+    unsafe_commits,
+)
 
 
 def test_a_hole_below_the_committed_offset_is_named_with_its_commits(tmp_path: Path) -> None:
@@ -51,5 +57,6 @@ def test_offsets_processed_twice_or_out_of_order_leave_no_hole(tmp_path: Path) -
     trace.batch(1, [("tx", 0, o) for o in (5, 6, 7)])
     trace.batch(1, [("tx", 0, o) for o in (0, 1, 2, 3, 4, 5)])  # a replay after a rebalance
     assert unprocessed(path, {"tx:0": 8}) == []
+    assert processed_ends(path) == {"tx:0": 8}
     # Records above the last one processed and below the committed offset: a hole too.
     assert [(h.first, h.last) for h in unprocessed(path, {"tx:0": 10})] == [(8, 9)]
