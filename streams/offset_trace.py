@@ -99,6 +99,14 @@ def read_trace(path: str | Path) -> Iterator[dict[str, Any]]:
                 continue
 
 
+def _processed_runs(line: Mapping[str, Any]) -> Iterator[tuple[str, int, int]]:
+    """``(partition, first, last)`` of a batch line's processed runs; nothing for others."""
+    if line["kind"] == "batch":
+        for tp, runs in line["ranges"].items():
+            for first, last in runs:
+                yield tp, first, last
+
+
 def unsafe_commits(path: str | Path, partitions: Iterable[str]) -> list[Hole]:
     """Commits of ``partitions`` that passed offsets no worker had processed *by then*.
 
@@ -112,12 +120,9 @@ def unsafe_commits(path: str | Path, partitions: Iterable[str]) -> list[Hole]:
     done: dict[str, set[int]] = {}
     found = []
     for line in sorted(read_trace(path), key=lambda line: float(line["ts"])):
-        if line["kind"] == "batch":
-            for tp, runs in line["ranges"].items():
-                seen = done.setdefault(tp, set())
-                for a, b in runs:
-                    seen.update(range(a, b + 1))
-        elif line["kind"] == "commit":
+        for tp, a, b in _processed_runs(line):
+            done.setdefault(tp, set()).update(range(a, b + 1))
+        if line["kind"] == "commit":
             for tp, offset in line["offsets"].items():
                 if tp not in wanted:
                     continue
@@ -133,9 +138,8 @@ def processed_ends(path: str | Path) -> dict[str, int]:
     """Per partition, one past the highest offset any worker processed."""
     ends: dict[str, int] = {}
     for line in read_trace(path):
-        if line["kind"] == "batch":
-            for tp, runs in line["ranges"].items():
-                ends[tp] = max(ends.get(tp, 0), max(b for _, b in runs) + 1)
+        for tp, _, b in _processed_runs(line):
+            ends[tp] = max(ends.get(tp, 0), b + 1)
     return ends
 
 
@@ -145,9 +149,8 @@ def unprocessed(path: str | Path, ends: Mapping[str, int]) -> list[Hole]:
     lines = list(read_trace(path))
     done: dict[str, list[tuple[int, int]]] = {}
     for line in lines:
-        if line["kind"] == "batch":
-            for tp, runs in line["ranges"].items():
-                done.setdefault(tp, []).extend((a, b) for a, b in runs)
+        for tp, a, b in _processed_runs(line):
+            done.setdefault(tp, []).append((a, b))
     holes = []
     for tp, end in sorted(ends.items()):
         covered = -1

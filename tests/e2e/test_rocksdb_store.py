@@ -13,15 +13,29 @@ import pytest
 from policies.spec import load_policy
 from streams.app import key_partition
 from streams.codec import Limits
-from streams.kafka_io import read_log
+from streams.kafka_io import LogRecord, read_log
 from streams.learning import InProcessLearning, engine_for
 from streams.replay import Replay
+from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.e2e.helpers import publish_in_rounds, rounds, settings_of
 
 pytestmark = pytest.mark.broker
 
 SAMPLE = Path(__file__).resolve().parents[2] / "streams" / "samples" / "sample.jsonl"
+
+
+def assert_views_are_the_cores(worker: WorkerProcess, settings: Settings,
+                               log: list[LogRecord]) -> list[str]:
+    """Every user of ``log`` as the worker serves it is the pure core's state; returns them."""
+    engine, scorer = engine_for(load_policy(settings.policy_file), settings)
+    replay = Replay(engine, Limits(settings.currency), InProcessLearning(scorer))
+    list(replay.run(log))
+    for uid, state in replay.states.items():
+        status, body = worker.get(f"/users/{uid}")
+        assert status == 200, uid
+        assert orjson.loads(body) == orjson.loads(orjson.dumps(state.view())), uid
+    return list(replay.states)
 
 
 def test_rocksdb_worker_matches_the_core(kafka_env: dict[str, str], tmp_path: Path,
@@ -31,18 +45,12 @@ def test_rocksdb_worker_matches_the_core(kafka_env: dict[str, str], tmp_path: Pa
     publish_in_rounds(kafka_env, worker, log)
 
     settings = settings_of({**kafka_env, "LIMITSTREAM_STORE": "rocksdb://"})
-    engine, scorer = engine_for(load_policy(settings.policy_file), settings)
-    replay = Replay(engine, Limits(settings.currency), InProcessLearning(scorer))
-    list(replay.run(log))
-    for uid, state in replay.states.items():
-        status, body = worker.get(f"/users/{uid}")
-        assert status == 200, uid
-        assert orjson.loads(body) == orjson.loads(orjson.dumps(state.view())), uid
+    users = assert_views_are_the_cores(worker, settings, log)
 
     # A RocksDB database for every partition that holds one of the log's users.
     tables = list(Path(settings.data_dir).rglob("users-*.db"))
     partitions = {int(p.name.split("-")[-1].split(".")[0]) for p in tables}
-    expected = {key_partition(uid.encode(), settings.partitions) for uid in replay.states}
+    expected = {key_partition(uid.encode(), settings.partitions) for uid in users}
     assert expected <= partitions, (sorted(p.name for p in tables), expected)
 
 
@@ -61,11 +69,4 @@ def test_rocksdb_worker_restarts_on_its_database(
     worker = start_worker(env)
     publish_in_rounds(kafka_env, worker, rest)
 
-    settings = settings_of({**kafka_env, **env})
-    engine, scorer = engine_for(load_policy(settings.policy_file), settings)
-    replay = Replay(engine, Limits(settings.currency), InProcessLearning(scorer))
-    list(replay.run(log))
-    for uid, state in replay.states.items():
-        status, body = worker.get(f"/users/{uid}")
-        assert status == 200, uid
-        assert orjson.loads(body) == orjson.loads(orjson.dumps(state.view())), uid
+    assert_views_are_the_cores(worker, settings_of({**kafka_env, **env}), log)
