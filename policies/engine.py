@@ -56,7 +56,8 @@ LABELS: Final = "labels"
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """Where an input came from: its logical topic, partition and offset."""
+    """Where an input was read: the topic (logical name: an input topic or the re-key
+    topic), partition and offset."""
 
     topic: str
     partition: int
@@ -83,7 +84,7 @@ class UserState:
     features: feat.FeatureState
     #: Per-user output version: +1 per decision; every output of a decision carries it.
     version: int = 0
-    #: logical topic -> [partition, last applied offset]
+    #: topic read (an input topic or the re-key topic) -> [partition, last applied offset]
     offsets: dict[str, list[int]] = field(default_factory=dict)
     recent_ids: list[str] = field(default_factory=list)
     pending: dict[str, Pending] = field(default_factory=dict)

@@ -145,7 +145,10 @@ class Processor:
                 continue
             uid = event.user_id
             state = out.states[uid] if uid in out.states else load(uid)
-            source = Source(logical, record.partition, record.offset)
+            # A redelivery is recognised by the offset in the topic the record was read from:
+            # a re-keyed record's offset counts in the re-key topic, unrelated to its source
+            # topic's offsets (compared with them, it passed for a redelivery and was dropped).
+            source = Source(record.topic, record.partition, record.offset)
             done = history.setdefault(uid, [])
             try:
                 result = self.engine.step(state, event, source)

@@ -53,7 +53,9 @@ def phases() -> list[tuple[list[LogRecord], Counter[str]]]:
         txs += [record("transactions", purchase(u, i)) for i in range(12)]
     # Upstream duplicates: the same event_id again, at later offsets.
     txs += [record("transactions", purchase(u, 3)) for u in USERS[:10]]
-    # A producer that keys by something else: re-keyed, then applied once.
+    # A producer that keys by something else: re-keyed, then applied once — also beside the
+    # user's correctly keyed records, whose offsets (in another topic) are higher.
+    txs += [record("transactions", purchase("mis-keyed", i)) for i in range(1, 4)]
     txs.append(record("transactions", purchase("mis-keyed", 0), key="account-42"))
     # Records that make processing raise (see faulty_worker): dead-lettered, stream goes on.
     txs += [record("transactions", purchase("poison-1", i)) for i in range(2)]
@@ -147,6 +149,7 @@ def test_every_input_applied_once_or_dead_lettered_once(
         assert status == 200, uid
         assert orjson.loads(body) == expected[uid], uid
     assert orjson.loads(worker.get(f"/users/{USERS[3]}")[1])["events_applied"] == 12 + 1 + 2
+    assert orjson.loads(worker.get("/users/mis-keyed")[1])["events_applied"] == 1 + 4
     assert worker.get("/users/nobody")[0] == 404
 
     assert metric(worker, "limitstream_duplicates_total", cause="event_id") == 10

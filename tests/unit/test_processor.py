@@ -7,7 +7,7 @@ import pytest
 
 from features import FeatureConfig
 from policies.engine import Engine, Source, StepResult, UserState
-from policies.processor import RawRecord
+from policies.processor import REKEYED, Processor, RawRecord
 from policies.spec import load_policy
 from streams.codec import Limits
 from streams.records import InputEvent
@@ -64,3 +64,49 @@ def test_a_redelivered_failed_record_is_a_duplicate_not_a_second_dead_letter() -
     assert dict(again.duplicates) == {("transactions", "offset"): 1}
     assert not again.dead_letters
 
+
+
+def test_re_keyed_records_are_applied_once_beside_the_users_direct_records() -> None:
+    """A producer that keys some of a user's transactions by something else: those go
+    through the re-key topic, whose offsets are unrelated to the transactions topic's. Each
+    record is applied once, whatever the two topics' offsets, and a redelivery of either is
+    a duplicate."""
+    policy = load_policy(DEFAULT_POLICY)
+    engine = Engine.rules_only(policy, FeatureConfig())
+    log = good_payer().log()
+    clean = Replay(engine, Limits("CNY"))
+    list(clean.run(log))
+
+    partition = 2
+    worker = Processor(engine, Limits("CNY"), partition_of=lambda key: partition)
+    states: dict[str, UserState] = {}
+    read: list[RawRecord] = []
+    next_offset = {"transactions": 1_000, "repayments": 1_000, "account-events": 1_000,
+                   REKEYED: 0}
+    mis_keyed = 0
+    for n, rec in enumerate(log):
+        key = rec.key
+        if rec.topic == "transactions" and n % 3 == 0:
+            key, mis_keyed = b"account-42", mis_keyed + 1
+        raw = RawRecord(rec.topic, partition, next_offset[rec.topic], key, rec.value)
+        next_offset[rec.topic] += 1
+        batch = [raw]
+        first = worker.process(batch, states.get)
+        if first.rekeyed:  # the worker sends it to the re-key topic and reads it from there
+            (out,) = first.outputs
+            assert out.topic == REKEYED and out.value["source"] == "transactions"
+            batch = [RawRecord(REKEYED, partition, next_offset[REKEYED], out.key.encode(),
+                               out.value["raw"], source=out.value["source"])]
+            next_offset[REKEYED] += 1
+            first = worker.process(batch, states.get)
+        assert len(first.applied) == 1, (n, dict(first.duplicates))
+        states.update(first.states)
+        read += batch
+    assert mis_keyed > 5
+    assert states["story-grow"].view() == clean.states["story-grow"].view()
+
+    again = worker.process(read, states.get)
+    assert not again.applied
+    assert sum(again.duplicates.values()) == len(read) == len(log)
+    assert set(again.duplicates) == {(t, "offset") for t in
+                                     ("transactions", "repayments", "account-events")}
