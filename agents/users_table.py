@@ -1,4 +1,4 @@
-"""The user table: a Faust table, with two corrections that exactly-once state depends on.
+"""The user table: a Faust table, with three corrections that exactly-once state depends on.
 
 * **Key-partitioned stores.** The agent writes a batch's states after the batch (see
   agents/user_agent.py), with the changelog partition chosen by the key
@@ -21,6 +21,9 @@
   until a fetch brings nothing for a while, the first version, can stop early when the
   broker is slow.) On Apache Kafka the tail holds just the fence; compaction drops the
   tombstones.
+* **Only the current recovery completes.** Faust abandons a recovery that a newer rebalance
+  overtakes but lets the table's completion callback run on; a callback that a newer
+  rebalance overtook changes nothing (tests/e2e/test_superseded_recovery.py).
 """
 
 from __future__ import annotations
@@ -164,19 +167,39 @@ class UsersTable(faust.Table[bytes, bytes]):
             self.data.set_persisted_offset(TP(topic, partition), offset)
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        # Faust runs this callback in a task of its own and, when a newer rebalance starts
+        # meanwhile, abandons the recovery but not the task: left alone, a superseded tail
+        # (and the memory store's drop of the keys outside that recovery's partitions) would
+        # land in the table whenever its read ends — after the next generation's recovery,
+        # over the states its agent had stored since. So a callback that a newer rebalance
+        # has overtaken changes nothing: that rebalance recovers the table again.
+        rebalance = self.app.rebalancing_count
         try:
-            await self._recover_tail(active_tps)
+            tail = await self._read_tail(active_tps)
         except Exception as exc:
-            # Faust runs this callback in a task whose exception nobody reads: going on would
-            # serve states that miss their newest writes, so the worker stops instead.
+            if self.app.rebalancing_count != rebalance:
+                log.info("changelog tail read of a superseded recovery failed: %r", exc)
+                return
+            # Nobody reads this task's exception: going on would serve states that miss
+            # their newest writes, so the worker stops instead.
             log.exception("changelog recovery past the reported end failed")
             await self.app.crash(exc)
             raise
+        if self.app.rebalancing_count != rebalance:
+            log.warning("a newer rebalance superseded this recovery: its changelog tail "
+                        "(%d records) is discarded", len(tail))
+            return
+        if tail:
+            log.warning("recovered %d changelog records beyond the broker's reported end "
+                        "offsets (a broker that under-reports them)", len(tail))
+            self.apply_changelog_batch(tail)  # type: ignore[arg-type]  # duck-typed events
         await super().on_recovery_completed(active_tps, standby_tps)
 
-    async def _recover_tail(self, active_tps: set[TP]) -> None:
+    async def _read_tail(self, active_tps: set[TP]) -> list[_ChangelogEvent]:
+        """The changelog records of ``active_tps`` past where Faust's recovery stopped, up to
+        the fences this worker writes (fences excluded)."""
         if not active_tps:
-            return
+            return []
         # Where Faust's recovery stopped: its highwater (the reported end offset - 1), or the
         # RocksDB store's persisted offset when that is further on (it had nothing to read).
         recovery = cast(Recovery, self.app.tables.recovery)  # type: ignore[attr-defined]
@@ -193,15 +216,11 @@ class UsersTable(faust.Table[bytes, bytes]):
             fences[tp] = (await sent).offset
         check_persisted_offsets(persisted, fences)
         records = await read_to_fences(self.kafka, starts, fences)
-        tail = [_ChangelogEvent(r.key, r.value, ConsumerMessage(
+        return [_ChangelogEvent(r.key, r.value, ConsumerMessage(
             topic=r.topic, partition=r.partition, offset=r.offset,
             timestamp=r.timestamp / 1000, timestamp_type=r.timestamp_type,
             headers=r.headers, key=r.key, value=r.value, checksum=None))
             for r in records if r.key != FENCE_KEY]
-        if tail:
-            log.warning("recovered %d changelog records beyond the broker's reported end "
-                        "offsets (a broker that under-reports them)", len(tail))
-            self.apply_changelog_batch(tail)  # type: ignore[arg-type]  # duck-typed events
 
     def _new_store_by_url(self, url: str | URL) -> Any:
         store = {"rocksdb": KeyPartitionedRocksDBStore,
