@@ -205,6 +205,26 @@ def _trace_commits() -> None:
     Consumer._commit = traced_commit  # type: ignore[method-assign]
 
 
+def _trace_gaps() -> None:
+    """Gaps go to the offset trace too: Faust's consumer counts the offsets it saw skipped
+    as acked (for transaction markers), the one way an offset no stream acked gets committed."""
+    from faust.transport.consumer import Consumer
+
+    add_gap = Consumer._add_gap
+    if getattr(add_gap, "limitstream_patched", False):
+        return
+
+    async def traced_add_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
+        trace = offset_trace_of(self.app)
+        if trace is not None:
+            trace.gap(self.app.consumer_generation_id, tp.topic, tp.partition, offset_from,
+                      offset_to)
+        await add_gap(self, tp, offset_from, offset_to)
+
+    traced_add_gap.limitstream_patched = True  # type: ignore[attr-defined]
+    Consumer._add_gap = traced_add_gap  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings) -> faust.App:
     """A Faust app configured from the settings; agents are registered by :mod:`agents`."""
     if not settings.broker:
@@ -213,6 +233,7 @@ def create_app(settings: Settings) -> faust.App:
     _rewind_uncommitted_partitions()
     _no_ack_for_skipped_messages()
     _trace_commits()
+    _trace_gaps()
     conf: dict[str, Any] = {
         "broker": settings.broker,
         "store": settings.store,

@@ -5,7 +5,8 @@ applied the record (or the record is inside a stored state). When a multi-worker
 test finds a user with an event missing, the question is which record no worker processed,
 and who committed past it. With ``LIMITSTREAM_OFFSET_TRACE=FILE`` every worker appends one
 JSON line per processed batch (the offset ranges per partition), per seek that ends a
-rebalance (the committed offsets it started from) and per commit. :func:`unprocessed` reads
+rebalance (the committed offsets it started from), per commit, and per gap Faust's consumer
+fills (offsets it skipped and will commit as if acked). :func:`unprocessed` reads
 the file back and names the offsets nobody processed; :func:`unsafe_commits` names the commits
 that passed records nobody had processed yet. The tests set it for every worker they start,
 assert that no commit was unsafe and put the holes in their failure messages.
@@ -71,6 +72,18 @@ class OffsetTrace:
     def commit(self, generation: int, offsets: Mapping[tuple[str, int], int]) -> None:
         self._write("commit", generation,
                     {"offsets": {tp_key(*tp): o for tp, o in offsets.items()}})
+
+    def gap(self, generation: int, topic: str, partition: int, first: int, last: int) -> None:
+        """Faust's consumer saw offsets ``first..last`` skipped and will count them as acked
+        (meant for transaction markers; on a log without them, a skip is a fault)."""
+        self._write("gap", generation, {"tp": tp_key(topic, partition), "first": first,
+                                        "last": last})
+
+
+def gaps(path: str | Path) -> list[tuple[str, int, int]]:
+    """``(partition, first, last)`` of every gap the trace records, in file order."""
+    return [(line["tp"], line["first"], line["last"])
+            for line in read_trace(path) if line["kind"] == "gap"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,12 @@
 """Corrections to Faust's consumer around rebalances (streams/app.py): an input partition
 without a committed offset is read from its start after the seek that ends a rebalance, and a
-record the stream skips during a rebalance is never acked, whichever stream iterator runs."""
+record the stream skips during a rebalance is never acked, whichever stream iterator runs; and
+the gaps Faust's consumer fills go to the offset trace."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import faust.streams
 import pytest
@@ -15,6 +17,7 @@ from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
 from streams.app import create_app
+from streams.offset_trace import gaps
 from streams.settings import Settings
 
 
@@ -107,3 +110,15 @@ async def test_a_record_the_stream_skips_is_never_acked(
     assert taken.acked and last.acked
     assert list(app.consumer._acked[TP("t-transactions", 0)]) == [6, 7]
     await stream.stop()
+
+
+async def test_the_gaps_faust_fills_are_traced(tmp_path: Path) -> None:
+    """Faust's consumer counts offsets it saw skipped as acked; the offset trace names them
+    (tests/e2e/helpers.offset_report lists them when an event goes missing)."""
+    path = tmp_path / "offsets.jsonl"
+    app = create_app(Settings(broker="kafka://127.0.0.1:1", offset_trace=str(path)))
+    app.consumer_generation_id = 3
+    tp = TP("t-transactions", 1)
+    await app.consumer._add_gap(tp, 11, 14)
+    assert gaps(path) == [("t-transactions:1", 11, 14)]
+    assert [(i.begin, i.end) for i in app.consumer._gap[tp]] == [(11, 15)]  # Faust's own
