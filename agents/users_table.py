@@ -1,4 +1,4 @@
-"""The user table: a Faust table, with three corrections that exactly-once state depends on.
+"""The user table: a Faust table, with four corrections that exactly-once state depends on.
 
 * **Key-partitioned stores.** The agent writes a batch's states after the batch (see
   agents/user_agent.py), with the changelog partition chosen by the key
@@ -24,6 +24,12 @@
 * **Only the current recovery completes.** Faust abandons a recovery that a newer rebalance
   overtakes but lets the table's completion callback run on; a callback that a newer
   rebalance overtook changes nothing (tests/e2e/test_superseded_recovery.py).
+* **No late changelog records over the agent's states.** Faust applies changelog records it
+  fetched past the end of an active partition's recovery whenever its recovery buffer,
+  shared with the standby partitions' records, fills up — over the states the agent stored
+  since; once the table has read its tail, records of the partitions it owns are dropped
+  until the next rebalance (tests/unit/test_users_table.py, and the standby-replica run of
+  tests/e2e/test_multiworker.py::test_repeated_sigkills).
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from faust.exceptions import ConsistencyError
 from faust.stores.memory import Store as MemoryStore
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.tables.recovery import Recovery
-from faust.types import TP
+from faust.types import TP, EventT
 from faust.types.tuples import ConsumerMessage
 from yarl import URL
 
@@ -138,6 +144,23 @@ def check_persisted_offsets(persisted: Mapping[TP, int | None],
 class UsersTable(faust.Table[bytes, bytes]):
     #: Connection settings for reading the changelog's tail (set by :func:`users_table`).
     kafka: dict[str, Any]
+    #: The rebalance (``app.rebalancing_count``) whose recovery handed these partitions' users
+    #: to the agent: until the next rebalance starts, their changelog is the agent's own
+    #: writes, and a changelog record of them that Faust still applies can only be stale.
+    _owned: tuple[int, frozenset[int]] = (-1, frozenset())
+
+    def apply_changelog_batch(self, batch: Iterable[EventT[Any]]) -> None:
+        """Faust's recovery keeps one buffer per table for active and standby records alike,
+        and applies it when it is full. Records of active partitions fetched past the end of
+        their recovery (most of a batch, on a broker that under-reports end offsets) wait
+        there until the standby records fill the buffer — seconds later, while the agent
+        stores newer states of the same users — and then overwrote them (lost updates seen
+        with standby replicas, tests/e2e/test_multiworker.py). Those records are inside the
+        tail this table reads itself (:meth:`on_recovery_completed`), so they are dropped."""
+        count, owned = self._owned
+        if owned and count == self.app.rebalancing_count:
+            batch = [event for event in batch if event.message.partition not in owned]
+        super().apply_changelog_batch(batch)
 
     async def put(self, key: bytes, value: bytes) -> Awaitable[RecordMetadata]:
         """``table[key] = value``; returns the changelog record's delivery future.
@@ -174,6 +197,8 @@ class UsersTable(faust.Table[bytes, bytes]):
         # over the states its agent had stored since. So a callback that a newer rebalance
         # has overtaken changes nothing: that rebalance recovers the table again.
         rebalance = self.app.rebalancing_count
+        # From here on the tail covers whatever Faust fetched past the reported end.
+        self._owned = (rebalance, frozenset(tp.partition for tp in active_tps))
         try:
             tail = await self._read_tail(active_tps)
         except Exception as exc:
@@ -192,7 +217,8 @@ class UsersTable(faust.Table[bytes, bytes]):
         if tail:
             log.warning("recovered %d changelog records beyond the broker's reported end "
                         "offsets (a broker that under-reports them)", len(tail))
-            self.apply_changelog_batch(tail)  # type: ignore[arg-type]  # duck-typed events
+            # Past the filter above: these are the records it stands in for.
+            super().apply_changelog_batch(tail)  # type: ignore[arg-type]  # duck-typed events
         await super().on_recovery_completed(active_tps, standby_tps)
 
     async def _read_tail(self, active_tps: set[TP]) -> list[_ChangelogEvent]:

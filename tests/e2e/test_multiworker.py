@@ -128,7 +128,13 @@ def test_sigterm_and_restart_hands_over(kafka_env: dict[str, str],
     check("SIGTERM and restart", kafka_env, expected, [staying, back], t0)
 
 
-def test_repeated_sigkills(kafka_env: dict[str, str], start_worker: StartWorker) -> None:
+@pytest.mark.parametrize("standby", [0, 1], ids=["no-standby", "standby-replica"])
+def test_repeated_sigkills(kafka_env: dict[str, str], start_worker: StartWorker,
+                           standby: int) -> None:
+    # With a standby replica (what deploy/ runs) Faust keeps reading the other workers'
+    # changelog partitions while the agent runs: the case where late changelog records once
+    # overwrote newer states (agents/users_table.py).
+    kafka_env["LIMITSTREAM_STANDBY_REPLICAS"] = str(standby)
     t0 = time.monotonic()
     workers, expected = start_pair(start_worker, kafka_env)
     # A slower big phase: the stream stays live through the five kills (about 35 s).
