@@ -220,6 +220,12 @@ class UsersTable(faust.Table[bytes, bytes]):
             # Past the filter above: these are the records it stands in for.
             super().apply_changelog_batch(tail)  # type: ignore[arg-type]  # duck-typed events
         await super().on_recovery_completed(active_tps, standby_tps)
+        # Next Faust resumes the input partitions, then seeks them to their committed offsets.
+        # With standby replicas its flow is already running by then, so the agent took records
+        # fetched from wherever a partition's position had drifted (seen: a batch of a
+        # generation stored before that generation's seek) — out of order, or past records
+        # nobody had processed. Sought here, while still paused, they start where they must.
+        await self.app.consumer.perform_seek()
 
     async def _read_tail(self, active_tps: set[TP]) -> list[_ChangelogEvent]:
         """The changelog records of ``active_tps`` past where Faust's recovery stopped, up to

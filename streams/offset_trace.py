@@ -147,6 +147,22 @@ def unsafe_commits(path: str | Path, partitions: Iterable[str]) -> list[Hole]:
     return found
 
 
+def premature_batches(path: str | Path) -> list[str]:
+    """Batches a worker stored in a consumer generation before it had sought that
+    generation's partitions to their committed offsets: records taken from wherever a
+    position had drifted, possibly out of order or past records nobody processed."""
+    sought: set[tuple[int, int]] = set()
+    found = []
+    for line in sorted(read_trace(path), key=lambda line: float(line["ts"])):
+        key = (line["pid"], line["gen"])
+        if line["kind"] == "seek":
+            sought.add(key)
+        elif line["kind"] == "batch" and key not in sought:
+            found.append(f"pid {key[0]} stored {line['ranges']} in generation {key[1]} "
+                         "before its seek")
+    return found
+
+
 def processed_ends(path: str | Path) -> dict[str, int]:
     """Per partition, one past the highest offset any worker processed."""
     ends: dict[str, int] = {}

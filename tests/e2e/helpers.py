@@ -22,7 +22,14 @@ from streams.app import aiokafka_kwargs
 from streams.codec import Limits, encode
 from streams.kafka_io import LogRecord, consume, ensure_topics, logical_topics, produce
 from streams.learning import engine_for
-from streams.offset_trace import gaps, processed_ends, tp_key, unprocessed, unsafe_commits
+from streams.offset_trace import (
+    gaps,
+    premature_batches,
+    processed_ends,
+    tp_key,
+    unprocessed,
+    unsafe_commits,
+)
 from streams.replay import Replay
 from streams.settings import Settings
 from streams.simulate import LogLine, SimConfig, simulate
@@ -117,13 +124,16 @@ def offset_report(env: dict[str, str]) -> str:
 def assert_commits_safe(env: dict[str, str]) -> None:
     """No worker committed an input offset before every record below it had been processed
     (the offset trace, LIMITSTREAM_OFFSET_TRACE): the precondition of every lost update,
-    checked even in runs where the records were processed later and nothing was lost."""
+    checked even in runs where the records were processed later and nothing was lost; and no
+    worker stored a batch of a generation before that generation's seek."""
     settings = settings_of(env)
     names = logical_topics(settings)
     partitions = [tp_key(names[t], p) for t in INPUT_TOPICS for p in range(settings.partitions)]
     path = env["LIMITSTREAM_OFFSET_TRACE"]
     unsafe = unsafe_commits(path, partitions)
     assert not unsafe, f"offset trace ({path}): " + "; ".join(str(h) for h in unsafe[:10])
+    early = premature_batches(path)
+    assert not early, f"offset trace ({path}): " + "; ".join(early[:5])
 
 
 def wait_committed(env: dict[str, str], produced: Counter[str], timeout: float = 90.0) -> None:

@@ -3,10 +3,12 @@ offsets nobody processed and the commits that passed them."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from streams.offset_trace import (
     OffsetTrace,
+    premature_batches,
     processed_ends,
     read_trace,
     unprocessed,
@@ -60,3 +62,15 @@ def test_offsets_processed_twice_or_out_of_order_leave_no_hole(tmp_path: Path) -
     assert processed_ends(path) == {"tx:0": 8}
     # Records above the last one processed and below the committed offset: a hole too.
     assert [(h.first, h.last) for h in unprocessed(path, {"tx:0": 10})] == [(8, 9)]
+
+
+def test_a_batch_before_its_generations_seek_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "offsets.jsonl"
+    trace = OffsetTrace(path)
+    trace.seek(4, {("tx", 2): 2392})
+    trace.batch(4, [("tx", 2, o) for o in range(2392, 2400)])
+    trace.batch(5, [("tx", 2, o) for o in range(2400, 2404)])  # flow ran before the seek
+    trace.seek(5, {("tx", 2): 2400})
+    trace.batch(5, [("tx", 2, o) for o in range(2400, 2410)])
+    assert premature_batches(path) == [
+        f"pid {os.getpid()} stored {{'tx:2': [[2400, 2403]]}} in generation 5 before its seek"]
