@@ -27,9 +27,9 @@
 * **No late changelog records over the agent's states.** Faust applies changelog records it
   fetched past the end of an active partition's recovery whenever its recovery buffer,
   shared with the standby partitions' records, fills up — over the states the agent stored
-  since; once the table has read its tail, records of the partitions it owns are dropped
-  until the next rebalance (tests/unit/test_users_table.py, and the standby-replica run of
-  tests/e2e/test_multiworker.py::test_repeated_sigkills).
+  since, or flushes them when the next rebalance starts; once the table has applied its
+  tail, records of the partitions it serves are dropped until the next recovery starts
+  (tests/unit/test_users_table.py, tests/e2e/test_multiworker.py::test_repeated_sigkills).
 """
 
 from __future__ import annotations
@@ -144,23 +144,31 @@ def check_persisted_offsets(persisted: Mapping[TP, int | None],
 class UsersTable(faust.Table[bytes, bytes]):
     #: Connection settings for reading the changelog's tail (set by :func:`users_table`).
     kafka: dict[str, Any]
-    #: The rebalance (``app.rebalancing_count``) whose recovery handed these partitions' users
-    #: to the agent: until the next rebalance starts, their changelog is the agent's own
-    #: writes, and a changelog record of them that Faust still applies can only be stale.
-    _owned: tuple[int, frozenset[int]] = (-1, frozenset())
+    #: Partitions whose users the agent serves, from the moment this table has applied their
+    #: changelog's tail until the next rebalance's recovery starts: their changelog is then
+    #: the agent's own writes, and a record of them that Faust still applies is stale.
+    _owned: frozenset[int] = frozenset()
 
     def apply_changelog_batch(self, batch: Iterable[EventT[Any]]) -> None:
-        """Faust's recovery keeps one buffer per table for active and standby records alike,
-        and applies it when it is full. Records of active partitions fetched past the end of
-        their recovery (most of a batch, on a broker that under-reports end offsets) wait
-        there until the standby records fill the buffer — seconds later, while the agent
-        stores newer states of the same users — and then overwrote them (lost updates seen
-        with standby replicas, tests/e2e/test_multiworker.py). Those records are inside the
-        tail this table reads itself (:meth:`on_recovery_completed`), so they are dropped."""
-        count, owned = self._owned
-        if owned and count == self.app.rebalancing_count:
-            batch = [event for event in batch if event.message.partition not in owned]
+        """Faust's recovery keeps one buffer per table for active and standby records alike.
+        Records of active partitions fetched past the end of their recovery (most of a batch,
+        on a broker that under-reports end offsets) wait there until standby records fill
+        the buffer, or until the next rebalance flushes it before anything else — seconds or
+        minutes later, while the agent stores newer states of the same users — and then
+        overwrote them (lost updates, tests/e2e/test_multiworker.py; an in-flight batch
+        finished during the revoke could even build on the stale state and store it). Those
+        records are inside the tail this table applied itself (:meth:`on_recovery_completed`),
+        so they are dropped."""
+        if self._owned:
+            batch = [event for event in batch if event.message.partition not in self._owned]
         super().apply_changelog_batch(batch)
+
+    async def on_rebalance(self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP],
+                           generation_id: int = 0) -> None:
+        # The recovery that follows applies these partitions' records again, from where
+        # Faust's recovery last read them.
+        self._owned = frozenset()
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
     async def put(self, key: bytes, value: bytes) -> Awaitable[RecordMetadata]:
         """``table[key] = value``; returns the changelog record's delivery future.
@@ -206,8 +214,6 @@ class UsersTable(faust.Table[bytes, bytes]):
         # starts when Faust resumes it, after the seek.
         self.app.consumer.stop_flow()
         self.app.flow_control.suspend()
-        # From here on the tail covers whatever Faust fetched past the reported end.
-        self._owned = (rebalance, frozenset(tp.partition for tp in active_tps))
         try:
             tail = await self._read_tail(active_tps)
         except Exception as exc:
@@ -226,8 +232,10 @@ class UsersTable(faust.Table[bytes, bytes]):
         if tail:
             log.warning("recovered %d changelog records beyond the broker's reported end "
                         "offsets (a broker that under-reports them)", len(tail))
-            # Past the filter above: these are the records it stands in for.
             super().apply_changelog_batch(tail)  # type: ignore[arg-type]  # duck-typed events
+        # The tail holds whatever Faust fetched past the reported end: from now on, Faust's
+        # records of these partitions are stale (see apply_changelog_batch).
+        self._owned = frozenset(tp.partition for tp in active_tps)
         await super().on_recovery_completed(active_tps, standby_tps)
 
     async def _read_tail(self, active_tps: set[TP]) -> list[_ChangelogEvent]:

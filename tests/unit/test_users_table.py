@@ -1,5 +1,5 @@
 """The user table drops the changelog records Faust applies late for partitions whose users
-the agent already owns (agents/users_table.UsersTable.apply_changelog_batch)."""
+the agent already serves (agents/users_table.UsersTable.apply_changelog_batch)."""
 
 from __future__ import annotations
 
@@ -27,22 +27,21 @@ def _two_users_on_two_partitions() -> tuple[bytes, bytes]:
     return first, other
 
 
-def test_late_records_of_owned_partitions_are_dropped_until_the_next_rebalance() -> None:
+async def test_late_records_of_served_partitions_are_dropped_until_the_next_recovery() -> None:
     app = create_app(Settings(broker="kafka://127.0.0.1:1"))
     table = users_table(app, PARTITIONS, {})
-    owned_user, standby_user = _two_users_on_two_partitions()
-    table.data[owned_user] = b"newest, stored by the agent"
-    app.rebalancing_count = 7
-    table._owned = (7, frozenset({key_partition(owned_user, PARTITIONS)}))
+    served_user, standby_user = _two_users_on_two_partitions()
+    table.data[served_user] = b"newest, stored by the agent"
+    table._owned = frozenset({key_partition(served_user, PARTITIONS)})  # its tail is applied
 
-    # One buffer, as Faust's recovery fills it: a late record of the owned partition, and a
+    # One buffer, as Faust's recovery fills it: a late record of the served partition, and a
     # standby partition's record.
-    table.apply_changelog_batch([_event(table, owned_user, b"stale", 40),
+    table.apply_changelog_batch([_event(table, served_user, b"stale", 40),
                                  _event(table, standby_user, b"standby copy", 12)])
-    assert table.data[owned_user] == b"newest, stored by the agent"
+    assert table.data[served_user] == b"newest, stored by the agent"
     assert table.data[standby_user] == b"standby copy"
 
-    # A new rebalance: its recovery applies the partition's records again.
-    app.rebalancing_count = 8
-    table.apply_changelog_batch([_event(table, owned_user, b"recovered", 41)])
-    assert table.data[owned_user] == b"recovered"
+    # The next rebalance's recovery applies the partition's records again.
+    await table.on_rebalance(set(), set(), set(), 8)
+    table.apply_changelog_batch([_event(table, served_user, b"recovered", 41)])
+    assert table.data[served_user] == b"recovered"
