@@ -112,6 +112,11 @@ def read_trace(path: str | Path) -> Iterator[dict[str, Any]]:
                 continue
 
 
+def _in_time_order(path: str | Path) -> list[dict[str, Any]]:
+    """The trace's lines ordered by when they were written (the workers append concurrently)."""
+    return sorted(read_trace(path), key=lambda line: float(line["ts"]))
+
+
 def _processed_runs(line: Mapping[str, Any]) -> Iterator[tuple[str, int, int]]:
     """``(partition, first, last)`` of a batch line's processed runs; nothing for others."""
     if line["kind"] == "batch":
@@ -132,7 +137,7 @@ def unsafe_commits(path: str | Path, partitions: Iterable[str]) -> list[Hole]:
     wanted = set(partitions)
     done: dict[str, set[int]] = {}
     found = []
-    for line in sorted(read_trace(path), key=lambda line: float(line["ts"])):
+    for line in _in_time_order(path):
         for tp, a, b in _processed_runs(line):
             done.setdefault(tp, set()).update(range(a, b + 1))
         if line["kind"] == "commit":
@@ -153,7 +158,7 @@ def premature_batches(path: str | Path) -> list[str]:
     position had drifted, possibly out of order or past records nobody processed."""
     sought: set[tuple[int, int]] = set()
     found = []
-    for line in sorted(read_trace(path), key=lambda line: float(line["ts"])):
+    for line in _in_time_order(path):
         key = (line["pid"], line["gen"])
         if line["kind"] == "seek":
             sought.add(key)

@@ -195,6 +195,15 @@ def publish_at(env: dict[str, str], records: Iterable[LogRecord], rate: float) -
     asyncio.run(run())
 
 
+def publish_phase(env: dict[str, str], records: list[LogRecord], produced: Counter[str],
+                  rate: float = 0.0, timeout: float = 90.0) -> None:
+    """Publish one phase, add it to ``produced`` (cumulative: committed_total is the absolute
+    offset on each topic) and wait until the group has committed past all of it."""
+    publish_at(env, records, rate)
+    produced.update(r.topic for r in records)
+    wait_committed(env, produced, timeout=timeout)
+
+
 class Feed(threading.Thread):
     """Publishes phases from a background thread, waiting for the group's commits after each.
 
@@ -218,10 +227,7 @@ class Feed(threading.Thread):
         try:
             for i, recs in enumerate(self.phases):
                 self.started[i].set()
-                publish_at(self.env, recs, self.rates.get(i, 0.0))
-                produced.update(r.topic for r in recs)
-                # Cumulative: committed_total is the absolute offset on each topic.
-                wait_committed(self.env, produced, timeout=self.timeout)
+                publish_phase(self.env, recs, produced, self.rates.get(i, 0.0), self.timeout)
         except BaseException as exc:  # handed to the test thread by finish()
             self.error = exc
 

@@ -23,10 +23,9 @@ from tests.e2e.helpers import (
     assert_commits_safe,
     assert_views_exact,
     fold,
-    publish_at,
+    publish_phase,
     simulated_phases,
     wait_assignment,
-    wait_committed,
 )
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -58,9 +57,7 @@ def test_a_superseded_recovery_changes_nothing(
 
     produced: Counter[str] = Counter()
     for recs in phases[:half]:  # a alone: its changelog now holds every user
-        publish_at(kafka_env, recs, 0.0)
-        produced.update(r.topic for r in recs)
-        wait_committed(kafka_env, produced)
+        publish_phase(kafka_env, recs, produced)
 
     arm.touch()
     b = start_worker(wait=False)
@@ -68,9 +65,7 @@ def test_a_superseded_recovery_changes_nothing(
     c = start_worker(wait=False)
     wait_assignment([a, b, c], PARTITIONS, timeout=90)
     for recs in phases[half:]:  # processed in the a+b+c generation
-        publish_at(kafka_env, recs, 0.0)
-        produced.update(r.topic for r in recs)
-        wait_committed(kafka_env, produced)
+        publish_phase(kafka_env, recs, produced)
 
     release.touch()
     wait_log(a, "stalled recovery callback returned")
