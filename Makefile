@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(BIN)/limitstream demo
 
 test: $(STAMP) promtool
-	$(BIN)/ruff check streams features policies agents tests bench
+	$(BIN)/ruff check streams features policies agents lab limitstream tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
@@ -26,7 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
 
 lint: $(STAMP)
-	$(BIN)/ruff check streams features policies agents tests bench
+	$(BIN)/ruff check streams features policies agents lab limitstream tests bench
 	$(BIN)/mypy
 
 clean:

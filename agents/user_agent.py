@@ -40,9 +40,10 @@ from policies.processor import (
     Processor,
     RawRecord,
 )
-from streams.app import aiokafka_kwargs, offset_trace_of
+from streams.app import aiokafka_kwargs
 from streams.codec import encode
 from streams.kafka_io import logical_topics
+from streams.offset_trace import offset_trace_of
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -10,16 +10,17 @@ from functools import partial
 import faust
 from prometheus_client import CollectorRegistry
 
+from agents import faust_fixes
 from agents.faust_monitor import install_faust_monitor
 from agents.metrics import Metrics
 from agents.model_sync import ModelSync
 from agents.user_agent import UserAgent
 from agents.web import is_ready, register_views
+from policies.engine_factory import engine_for
 from policies.processor import Processor
 from policies.spec import load_policy
 from streams.app import create_app, key_partition
 from streams.codec import Limits
-from streams.learning import engine_for
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class Runtime:
 
 
 def build(settings: Settings) -> Runtime:
+    faust_fixes.install()
     app = create_app(settings)
     registry = CollectorRegistry()
     metrics = Metrics.create(registry)

@@ -1,8 +1,8 @@
-"""Throughput of the seeded portfolio simulator (``streams.simulate``).
+"""Throughput of the seeded portfolio simulator (``lab.simulate``).
 
 ``python -m bench.bench_simulate`` times 10 000 users x 180 days twice — generating the
-events only (:func:`streams.simulate.simulate`) and writing the JSON Lines log plus its
-ground truth to a temporary file (:func:`streams.simulate.write_log`) — prints events/s and
+events only (:func:`lab.simulate.simulate`) and writing the JSON Lines log plus its
+ground truth to a temporary file (:func:`lab.simulate.write_log`) — prints events/s and
 *extrapolates* (linearly: users are independent) to 100 000 users. ``--full`` also runs
 the real 100 000 x 180 write to a temporary file; ``--users``/``--days`` change the sample.
 """
@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from streams.simulate import SimConfig, simulate, write_log
+from lab.simulate import SimConfig, simulate, write_log
 
 FULL_USERS = 100_000
 

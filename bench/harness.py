@@ -25,9 +25,9 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from lab.simulate import SimConfig, simulate
 from streams.broker import EmbeddedBroker
 from streams.kafka_io import LogRecord
-from streams.simulate import SimConfig, simulate
 
 #: Partitions of every input topic, as in the default deployment (LIMITSTREAM_PARTITIONS).
 PARTITIONS = 8
@@ -40,7 +40,7 @@ SEED = 7
 # -- the data ---------------------------------------------------------------------------------
 
 def portfolio(events: int, users: int = 2000, days: int = 90) -> list[LogRecord]:
-    """The first ``events`` input events of a simulated portfolio (streams.simulate), in
+    """The first ``events`` input events of a simulated portfolio (lab.simulate), in
     event-time order, as log records (logical topic, key = user_id, value = JSON bytes)."""
     out: list[LogRecord] = []
     for line in simulate(SimConfig(users=users, days=days, seed=SEED)):

@@ -1,6 +1,6 @@
 """Decision latency at fixed loads: event produced -> its decision visible to a consumer.
 
-One worker (``python -m streams.cli worker``) on its own embedded broker. A warm-up backlog
+One worker (``python -m limitstream worker``) on its own embedded broker. A warm-up backlog
 (the first records of the simulated portfolio: every ``opened`` and some history) is applied
 first; then the portfolio goes on at a fixed rate, with an ``income_reported`` (a decision
 point) inserted after every ninth record, one level after the other (e.g. 25 %, 50 %,
@@ -33,10 +33,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.harness import fresh_broker, percentile, portfolio, read_progress, workdir
 from bench.throughput import limitstream_env
+from limitstream.worker_process import WorkerProcess
 from streams.broker import free_port
 from streams.kafka_io import LogRecord, ensure_topics, logical_topics, produce
 from streams.settings import Settings
-from streams.worker_process import WorkerProcess
 
 #: The bench's consumer of the decisions topic: its fetch wait bounds the bias it adds.
 CONSUMER_FETCH_WAIT_MS = 5
@@ -166,7 +166,7 @@ async def _drive(settings: Settings, levels: list[Level], records: Sequence[LogR
 
 def run_latency(max_rate: float, fractions: Sequence[float] = (0.1, 0.25, 0.5, 0.75),
                 seconds: float = 12.0, settle: float = 2.0, warmup_events: int = 6000,
-                module: str = "streams.cli", extra_env: dict[str, str] | None = None,
+                module: str = "limitstream", extra_env: dict[str, str] | None = None,
                 timeout: float = 120.0) -> LatencyResult:
     levels = [Level(f, max_rate * f) for f in fractions]
     need = warmup_events + sum(int(lv.rate * seconds) + 1 for lv in levels)
@@ -222,7 +222,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, required=True, help="the maximum rate, events/s")
     ap.add_argument("--fractions", default="0.1,0.25,0.5,0.75")
     ap.add_argument("--seconds", type=float, default=12.0)
-    ap.add_argument("--module", default="streams.cli")
+    ap.add_argument("--module", default="limitstream")
     args = ap.parse_args()
     res = run_latency(args.rate, [float(x) for x in args.fractions.split(",")],
                       seconds=args.seconds, module=args.module)

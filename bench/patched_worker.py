@@ -5,8 +5,8 @@ bench.patched_worker worker`` sets module constants (``module.NAME=value``, the 
 taken from the constant); ``fetch_max_wait_ms=N`` sets the consumers' fetch wait (Faust
 hard-codes 1 500 ms for its worker consumer); ``faust_monitor=0`` leaves Faust's Prometheus
 sensor out; ``gc=default`` keeps CPython's garbage-collector thresholds (no
-:func:`streams.gc_tuning.tune_gc`). Then it runs
-``streams.cli``. Used by
+:func:`limitstream.gc_tuning.tune_gc`). Then it runs
+``limitstream.cli``. Used by
 ``bench.run_all --levers``; the product never imports it.
 """
 
@@ -25,10 +25,10 @@ def apply(spec: str) -> list[str]:
         if name == "fetch_max_wait_ms":
             _patch_fetch_wait(int(raw))
         elif name == "gc":
-            if raw == "default":  # CPython's collector settings, not streams.gc_tuning's
-                import streams.gc_tuning
+            if raw == "default":  # CPython's collector settings, not limitstream.gc_tuning's
+                import limitstream.gc_tuning
 
-                streams.gc_tuning.tune_gc = lambda: None
+                limitstream.gc_tuning.tune_gc = lambda: None
         elif name == "faust_monitor":
             if raw == "0":
                 import agents.worker
@@ -59,7 +59,7 @@ def _patch_fetch_wait(ms: int) -> None:
 def main() -> int:
     applied = apply(os.environ.get("BENCH_PATCH", ""))
     print(f"bench.patched_worker: {applied}", file=sys.stderr, flush=True)
-    from streams.cli import main as cli_main
+    from limitstream.cli import main as cli_main
 
     return cli_main(sys.argv[1:])
 

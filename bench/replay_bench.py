@@ -1,6 +1,6 @@
 """Offline replay throughput and per-user state size, on the simulated portfolio mix.
 
-:class:`streams.replay.Replay` (the worker's processor, no broker, labels learnt in-process as
+:class:`lab.replay.Replay` (the worker's processor, no broker, labels learnt in-process as
 ``limitstream replay`` does) over every event of a simulated portfolio of 90 days, in this
 process: events/s per core (events / CPU seconds of
 this single-threaded process; the wall-clock rate beside it). Then, from the replay's final
@@ -28,14 +28,15 @@ from typing import Final
 import orjson
 
 from bench.harness import SEED
+from lab.learning import InProcessLearning
+from lab.replay import Replay
+from lab.simulate import SimConfig, simulate
+from limitstream.gc_tuning import tune_gc
+from policies.engine_factory import engine_for
 from policies.spec import load_policy
 from streams.codec import Limits
-from streams.gc_tuning import tune_gc
 from streams.kafka_io import LogRecord
-from streams.learning import InProcessLearning, engine_for
-from streams.replay import Replay
 from streams.settings import Settings
-from streams.simulate import SimConfig, simulate
 
 #: CPython's own collector thresholds, read before anything tunes them.
 DEFAULT_GC_THRESHOLDS: Final = gc.get_threshold()
@@ -48,7 +49,7 @@ class ReplayResult:
     events: int
     cpu_rates: list[float] = field(default_factory=list)  # events per CPU second
     wall_rates: list[float] = field(default_factory=list)
-    #: The same replay with CPython's default collector thresholds (streams.gc_tuning).
+    #: The same replay with CPython's default collector thresholds (limitstream.gc_tuning).
     default_gc_cpu_rates: list[float] = field(default_factory=list)
     state_sizes: list[int] = field(default_factory=list)
     memory_per_user: float = 0.0  # bytes, Python memory store (key + value + dict slot)

@@ -211,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     records = portfolio(args.events)
     mix = collections.Counter(r.topic for r in records)
     say(f"  backlog: the first {len(records):,} events of the simulated portfolio "
-        f"(streams.simulate, 2,000 users, seed 7), mean {mean_bytes(records):.0f} B/event; "
+        f"(lab.simulate, 2,000 users, seed 7), mean {mean_bytes(records):.0f} B/event; "
         + ", ".join(f"{t} {n:,}" for t, n in mix.most_common()))
     say("  every job: its own embedded broker (Tansu) on a free loopback port, fresh topics "
         "and group")

@@ -4,7 +4,7 @@ Every job runs on its own embedded broker with fresh topics and group; the backl
 published before the job's process starts, and the rate is counted from the first to the
 last record processed (start-up and group join excluded):
 
-* limitstream: ``python -m streams.cli worker`` (:class:`streams.worker_process.WorkerProcess`,
+* limitstream: ``python -m limitstream worker`` (:class:`limitstream.worker_process.WorkerProcess`,
   as in production) on the four input topics; its ``/metrics`` (inputs applied + dead
   letters + duplicates) is polled every second (each scrape costs the worker a few ms: at
   5 polls/s rendering /metrics was 2.5 % of its time) and the finish time interpolated
@@ -41,10 +41,10 @@ from bench.harness import (
     wait_status,
     workdir,
 )
+from limitstream.worker_process import WorkerProcess
 from streams.broker import free_port
 from streams.kafka_io import LogRecord, ensure_topics, produce
 from streams.settings import Settings
-from streams.worker_process import WorkerProcess
 
 REFERENCES = ("aiokafka", "floor", "conventional", "quix")
 _ids = itertools.count()
@@ -89,7 +89,7 @@ def _finish_time(samples: list[tuple[float, int]], n: int) -> float:
 
 
 def run_limitstream(records: Sequence[LogRecord], workers: int = 1, timeout: float = 180.0,
-                    module: str = "streams.cli", extra_env: dict[str, str] | None = None,
+                    module: str = "limitstream", extra_env: dict[str, str] | None = None,
                     label: str = "") -> JobResult:
     """One (or more) limitstream workers on a pre-loaded backlog of ``records``."""
     job = label or ("limitstream" if workers == 1 else f"limitstream x{workers}")

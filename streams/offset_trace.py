@@ -200,3 +200,9 @@ def unprocessed(path: str | Path, ends: Mapping[str, int]) -> list[Hole]:
                        if line["kind"] == "commit" and line["offsets"].get(tp, -1) > first)
             holes.append(Hole(tp, first, last, by))
     return holes
+
+
+def offset_trace_of(app: Any) -> OffsetTrace | None:
+    """The app's offset trace (``LIMITSTREAM_OFFSET_TRACE``), if it keeps one."""
+    trace: OffsetTrace | None = getattr(app, "limitstream_offset_trace", None)
+    return trace

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from limitstream.worker_process import WorkerProcess
 from streams.broker import EmbeddedBroker, free_port
-from streams.worker_process import WorkerProcess
 
 _ids = itertools.count()
 
@@ -52,7 +52,7 @@ def start_worker(kafka_env: dict[str, str], tmp_path: Path
     started: list[WorkerProcess] = []
 
     def start(extra: dict[str, str] | None = None, wait: bool = True,
-              module: str = "streams.cli") -> WorkerProcess:
+              module: str = "limitstream") -> WorkerProcess:
         i = len(started)
         w = WorkerProcess.start({**kafka_env, **(extra or {})}, free_port(),
                                 tmp_path / f"worker-{i}.log", module=module)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import sys
 
+from limitstream.cli import main
 from policies.engine import Engine, Source, StepResult, UserState
-from streams.cli import main
 from streams.records import InputEvent
 
 POISON_PREFIX = "poison"

@@ -16,12 +16,15 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from lab.replay import Replay
+from lab.simulate import LogLine, SimConfig, simulate
+from limitstream.worker_process import WorkerProcess
+from policies.engine_factory import engine_for
 from policies.processor import INPUT_TOPICS
 from policies.spec import load_policy
 from streams.app import aiokafka_kwargs
 from streams.codec import Limits, encode
 from streams.kafka_io import LogRecord, consume, ensure_topics, logical_topics, produce
-from streams.learning import engine_for
 from streams.offset_trace import (
     gaps,
     premature_batches,
@@ -30,10 +33,7 @@ from streams.offset_trace import (
     unprocessed,
     unsafe_commits,
 )
-from streams.replay import Replay
 from streams.settings import Settings
-from streams.simulate import LogLine, SimConfig, simulate
-from streams.worker_process import WorkerProcess
 
 
 def settings_of(env: dict[str, str]) -> Settings:
@@ -175,7 +175,7 @@ def phased(lines: Iterable[LogLine], max_phases: int) -> list[list[LogRecord]]:
 
 def simulated_phases(users: int, days: int, max_phases: int = 6,
                      seed: int = 7) -> list[list[LogRecord]]:
-    """A simulated population's log (streams.simulate), in phases (see :func:`phased`)."""
+    """A simulated population's log (lab.simulate), in phases (see :func:`phased`)."""
     return phased(simulate(SimConfig(users=users, days=days, seed=seed)), max_phases)
 
 

@@ -23,7 +23,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from faust.types import TP
 
 import agents.users_table as users_table
-from streams.cli import main
+from limitstream.cli import main
 
 log = logging.getLogger(__name__)
 _read_to_fences = users_table.read_to_fences

@@ -16,13 +16,13 @@ import orjson
 import pytest
 
 from features import FeatureConfig
+from lab.replay import Replay
+from limitstream.worker_process import WorkerProcess
 from policies.engine import Engine
 from policies.spec import load_policy
 from streams.codec import Limits
 from streams.kafka_io import LogRecord
-from streams.replay import Replay
 from streams.settings import DEFAULT_POLICY
-from streams.worker_process import WorkerProcess
 from tests.e2e import faulty_worker
 from tests.e2e.helpers import metric, publish, read_topic, record, wait_committed
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
+from limitstream.worker_process import WorkerProcess
 from streams.broker import EmbeddedBroker, free_port
 from streams.kafka_io import LogRecord
-from streams.worker_process import WorkerProcess
 from tests.e2e.helpers import (
     Fold,
     assert_commits_safe,

@@ -25,7 +25,7 @@ def test_demo_shows_decisions_and_stops_cleanly(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIMITSTREAM_")}
     env["LIMITSTREAM_DATA_DIR"] = str(tmp_path / "data")
     done = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "demo", "--plain", "--seconds", "20",
+        [sys.executable, "-m", "limitstream", "demo", "--plain", "--seconds", "20",
          "--users", "60"],
         env=env, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
     out = done.stdout + done.stderr

@@ -13,10 +13,10 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from limitstream.worker_process import WorkerProcess
 from policies.snapshot import verify_snapshot
 from streams.app import aiokafka_kwargs
 from streams.kafka_io import LogRecord
-from streams.worker_process import WorkerProcess
 from tests.e2e.helpers import metric, publish, read_topic, record, settings_of, wait_committed
 
 pytestmark = pytest.mark.broker

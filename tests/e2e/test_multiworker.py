@@ -21,8 +21,8 @@ from collections.abc import Callable
 
 import pytest
 
+from limitstream.worker_process import WorkerProcess
 from streams.kafka_io import LogRecord
-from streams.worker_process import WorkerProcess
 from tests.e2e.helpers import (
     Feed,
     Fold,

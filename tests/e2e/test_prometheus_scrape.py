@@ -36,6 +36,8 @@ import pytest
 import yaml
 
 from agents.metrics import ACTIONS, FALLBACK_REASONS
+from limitstream.worker_process import WorkerProcess
+from policies.engine_factory import engine_for
 from policies.model import RiskModel
 from policies.processor import BatchResult, Processor, RawRecord
 from policies.snapshot import SnapshotRejected, sign_snapshot, verify_snapshot
@@ -43,8 +45,6 @@ from policies.spec import load_policy
 from streams.broker import EmbeddedBroker, free_port
 from streams.codec import Limits
 from streams.kafka_io import LogRecord
-from streams.learning import engine_for
-from streams.worker_process import WorkerProcess
 from tests.e2e.helpers import publish, read_topic, record, settings_of, wait_committed
 from tests.unit.test_deploy_grafana import dashboard, dashboard_expressions, metric_names
 

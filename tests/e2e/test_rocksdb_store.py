@@ -10,14 +10,15 @@ from pathlib import Path
 import orjson
 import pytest
 
+from lab.learning import InProcessLearning
+from lab.replay import Replay
+from limitstream.worker_process import WorkerProcess
+from policies.engine_factory import engine_for
 from policies.spec import load_policy
 from streams.app import key_partition
 from streams.codec import Limits
 from streams.kafka_io import LogRecord, read_log
-from streams.learning import InProcessLearning, engine_for
-from streams.replay import Replay
 from streams.settings import Settings
-from streams.worker_process import WorkerProcess
 from tests.e2e.helpers import publish_in_rounds, rounds, settings_of
 
 pytestmark = pytest.mark.broker

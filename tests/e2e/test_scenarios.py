@@ -10,11 +10,12 @@ from typing import Any
 import orjson
 import pytest
 
+from lab.learning import InProcessLearning
+from lab.replay import Replay
+from limitstream.worker_process import WorkerProcess
+from policies.engine_factory import engine_for
 from policies.spec import load_policy
 from streams.codec import Limits
-from streams.learning import InProcessLearning, engine_for
-from streams.replay import Replay
-from streams.worker_process import WorkerProcess
 from tests.e2e.helpers import publish_in_rounds, read_topic, settings_of
 from tests.stories import STORIES, all_stories_log
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.cli import main
-from streams.simulate import SimConfig, ground_truth, simulate, truth_path
+from lab.simulate import SimConfig, ground_truth, simulate, truth_path
+from limitstream.cli import main
 from tests.e2e.helpers import read_topic
 
 pytestmark = pytest.mark.broker

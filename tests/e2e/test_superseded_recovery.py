@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.worker_process import WorkerProcess
+from limitstream.worker_process import WorkerProcess
 from tests.e2e.helpers import (
     assert_commits_safe,
     assert_views_exact,

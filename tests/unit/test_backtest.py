@@ -16,19 +16,15 @@ from typing import Any
 import orjson
 import pytest
 
+from features.windows import DAY_MS
+from lab.backtest import backtest
+from lab.backtest_metrics import HEADLINE, difference
+from lab.backtest_pass import Mode, run
+from lab.report import HTML_NAME, JSON_NAME, write_report
+from lab.simulate import SimConfig, truth_path, write_log
+from lab.truth import DEFINITIONS
 from policies.spec import load_policy
-from streams.backtest import (
-    DAY_MS,
-    DEFINITIONS,
-    HEADLINE,
-    Mode,
-    backtest,
-    difference,
-    run,
-)
-from streams.report import HTML_NAME, JSON_NAME, write_report
 from streams.settings import DEFAULT_POLICY
-from streams.simulate import SimConfig, truth_path, write_log
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00Z
 CFG = SimConfig(users=300, days=180, seed=7)

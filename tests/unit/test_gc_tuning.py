@@ -1,4 +1,4 @@
-"""Every limitstream command runs with the collector settings of streams.gc_tuning."""
+"""Every limitstream command runs with the collector settings of limitstream.gc_tuning."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from streams.cli import main
-from streams.gc_tuning import GC_THRESHOLDS, tune_gc
+from limitstream.cli import main
+from limitstream.gc_tuning import GC_THRESHOLDS, tune_gc
 from streams.settings import DEFAULT_POLICY
 
 

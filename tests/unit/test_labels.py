@@ -9,11 +9,11 @@ import orjson
 
 from features import FeatureConfig
 from features.names import FEATURE_NAMES
+from lab.replay import Replay
 from policies.engine import LABELS, Engine
 from policies.spec import load_policy
 from streams.codec import Limits
 from streams.kafka_io import LogRecord
-from streams.replay import Replay
 from streams.settings import DEFAULT_POLICY
 
 T0 = 1_767_225_600_000

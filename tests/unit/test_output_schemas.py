@@ -10,11 +10,11 @@ import jsonschema
 import orjson
 
 from features import FeatureConfig
+from lab.replay import Replay
 from policies.engine import Engine
 from policies.spec import load_policy
 from streams.codec import Limits
 from streams.kafka_io import LogRecord
-from streams.replay import Replay
 from streams.settings import DEFAULT_POLICY
 from tests.stories import all_stories_log
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 
 from features import FeatureConfig
+from lab.replay import Replay
 from policies.engine import Engine, Source, StepResult, UserState
 from policies.processor import REKEYED, Processor, RawRecord
 from policies.spec import load_policy
 from streams.codec import Limits
 from streams.records import InputEvent
-from streams.replay import Replay
 from streams.settings import DEFAULT_POLICY
 from tests.stories import good_payer
 
@@ -31,9 +31,9 @@ class HalfWayFault(Engine):
 @pytest.mark.parametrize("chunk", [1, 7, 1000])
 def test_a_failed_record_is_dead_lettered_and_undone(chunk: int,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    import streams.replay
+    import lab.replay
 
-    monkeypatch.setattr(streams.replay, "CHUNK", chunk)
+    monkeypatch.setattr(lab.replay, "CHUNK", chunk)
     policy = load_policy(DEFAULT_POLICY)
     log = good_payer().log()
     assert any(POISON in r.value for r in log)

@@ -1,4 +1,4 @@
-"""Corrections to Faust's consumer around rebalances (streams/app.py): an input partition
+"""Corrections to Faust's consumer around rebalances (agents/faust_fixes.py): an input partition
 without a committed offset is read from its start after the seek that ends a rebalance, and a
 record the stream skips during a rebalance is never acked, whichever stream iterator runs; and
 the gaps Faust's consumer fills go to the offset trace."""
@@ -16,6 +16,7 @@ from faust.transport.consumer import Consumer
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
+from agents import faust_fixes
 from streams.app import create_app
 from streams.offset_trace import gaps
 from streams.settings import Settings
@@ -49,7 +50,7 @@ class _SeekingConsumer:
 
 
 async def test_input_partitions_without_a_commit_are_read_from_the_start() -> None:
-    create_app(Settings(broker="kafka://127.0.0.1:1"))  # installs the patches
+    faust_fixes.install()
     fresh, zero, done = (TopicPartition("t-transactions", p) for p in range(3))
     changelog = TopicPartition("users-changelog", 0)
     consumer = _SeekingConsumer({fresh: None, zero: 0, done: 41, changelog: None})
@@ -76,6 +77,7 @@ async def test_a_record_the_stream_skips_is_never_acked(
         monkeypatch.setattr(faust.streams, "_CStreamIterator", None)
     else:
         assert faust.streams._CStreamIterator is not None, "faust's compiled extension"
+    faust_fixes.install()
     app = create_app(Settings(broker="kafka://127.0.0.1:1"))
     app.topics._acking_topics.add("t-transactions")
     app.consumer_generation_id = 2
@@ -116,6 +118,7 @@ async def test_the_gaps_faust_fills_are_traced(tmp_path: Path) -> None:
     """Faust's consumer counts offsets it saw skipped as acked; the offset trace names them
     (tests/e2e/helpers.offset_report lists them when an event goes missing)."""
     path = tmp_path / "offsets.jsonl"
+    faust_fixes.install()
     app = create_app(Settings(broker="kafka://127.0.0.1:1", offset_trace=str(path)))
     app.consumer_generation_id = 3
     tp = TP("t-transactions", 1)

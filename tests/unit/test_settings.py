@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
+from limitstream.cli import main
 from streams.app import aiokafka_kwargs, create_app, faust_credentials
-from streams.cli import main
 from streams.settings import Settings, SettingsError
 
 

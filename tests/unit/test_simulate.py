@@ -12,21 +12,21 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.codec import BadInput, Limits, decode
-from streams.simulate import (
+from features.windows import DAY_MS, HOUR_MS
+from lab.personas import (
     COLLAPSE,
-    DAY_MS,
     DEFAULT_MIX,
     FRAUD,
     FRAUD_MCCS,
     GROWER,
-    HOUR_MS,
     ON_TIME_PERSONAS,
     PERSONAS,
     RECOVERER,
     SEASONAL,
     STEADY,
     THIN,
+)
+from lab.simulate import (
     LogLine,
     SimConfig,
     ground_truth,
@@ -34,6 +34,7 @@ from streams.simulate import (
     truth_path,
     write_log,
 )
+from streams.codec import BadInput, Limits, decode
 
 CFG = SimConfig(users=700, days=180, seed=11)
 

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from features import FeatureConfig
+from lab.replay import Replay
 from policies.engine import Engine
 from policies.spec import load_policy
 from streams.codec import Limits
-from streams.replay import Replay
 from streams.settings import DEFAULT_POLICY
 from tests.stories import STORIES, T0
 

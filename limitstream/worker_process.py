@@ -32,7 +32,7 @@ class WorkerProcess:
 
     @classmethod
     def start(cls, env: dict[str, str], web_port: int, log_path: Path | None = None,
-              module: str = "streams.cli") -> WorkerProcess:
+              module: str = "limitstream") -> WorkerProcess:
         """Start ``python -m module worker`` with ``env`` (LIMITSTREAM_*) on ``web_port``."""
         full_env = {**os.environ, **env, "LIMITSTREAM_WEB_PORT": str(web_port)}
         out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from streams.gc_tuning import tune_gc
+from limitstream.gc_tuning import tune_gc
 from streams.settings import Settings, SettingsError
 
 
@@ -99,10 +99,11 @@ def cmd_consume(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from lab.learning import InProcessLearning
+    from lab.replay import replay_file
+    from policies.engine_factory import engine_for
     from policies.spec import load_policy
     from streams.codec import Limits
-    from streams.learning import InProcessLearning, engine_for
-    from streams.replay import replay_file
 
     settings = _settings()
     policy = load_policy(Path(args.policy) if args.policy else settings.policy_file)
@@ -132,15 +133,15 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from streams.demo import run_demo
+    from limitstream.demo import run_demo
 
     return run_demo(_settings(), seconds=args.seconds, users=args.users,
                     interactive=not args.plain)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from lab.simulate import SimConfig, simulate, truth_path, write_log, write_truth
     from streams.kafka_io import LogRecord, ensure_topics, produce
-    from streams.simulate import SimConfig, simulate, truth_path, write_log, write_truth
 
     cfg = SimConfig(users=args.users, days=args.days, seed=args.seed)
     if not args.to_broker:
@@ -170,10 +171,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_backtest(args: argparse.Namespace) -> int:
     import importlib.util
 
+    from lab.backtest import backtest
+    from lab.report import write_report
+    from lab.simulate import truth_path
     from policies.spec import PolicyError
-    from streams.backtest import backtest
-    from streams.report import write_report
-    from streams.simulate import truth_path
 
     if importlib.util.find_spec("matplotlib") is None:  # before a run of minutes, not after
         sys.exit("limitstream: the report needs matplotlib: pip install 'limitstream[report]'")

@@ -23,11 +23,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
+from limitstream.worker_process import WorkerProcess
 from streams.app import aiokafka_kwargs
 from streams.broker import EmbeddedBroker, free_port
 from streams.kafka_io import LogRecord, ensure_topics, produce
 from streams.settings import Settings
-from streams.worker_process import WorkerProcess
 
 #: Records per second the demo publishes: a lively view that a laptop keeps up with.
 DEMO_RATE = 1500.0
@@ -96,7 +96,7 @@ def read_metrics(url: str, previous: Snapshot, dt: float) -> Snapshot:
 def _portfolio(users: int, settings: Settings) -> Iterator[LogRecord]:
     import orjson
 
-    from streams.simulate import SimConfig, simulate
+    from lab.simulate import SimConfig, simulate
 
     cfg = SimConfig(users=users, days=180, currency=settings.currency,
                     home_country=settings.home_country,

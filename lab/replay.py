@@ -16,11 +16,11 @@ from typing import IO
 
 import orjson
 
+from lab.learning import InProcessLearning
 from policies.engine import Engine, Output, UserState
 from policies.processor import BatchResult, Processor, RawRecord
 from streams.codec import Limits
 from streams.kafka_io import LogRecord
-from streams.learning import InProcessLearning
 
 #: Records per processor call: bounds the per-batch bookkeeping, nothing else.
 CHUNK = 1000

@@ -18,7 +18,8 @@ from typing import Any, Final
 import orjson
 
 from features.windows import DAY_MS
-from streams.backtest import HEADLINE, NOT_OPEN, STATUSES
+from lab.backtest_metrics import HEADLINE
+from lab.truth import NOT_OPEN, STATUSES
 
 COLORS: Final = {"static": "#7f7f7f", "monthly": "#ff7f0e", "champion": "#1f77b4",
                  "challenger": "#2ca02c"}
