@@ -8,7 +8,10 @@
 * Every worker runs a **follower**: a group-less reader of the snapshots topic that verifies
   each snapshot (a snapshot that fails the HMAC check is refused, counted and logged) and
   installs the newest in the worker's :class:`~policies.scorer.Scorer`. Every decision then
-  carries that snapshot's model version.
+  carries that snapshot's model version. "Newest" is by labels offset, never by position: at
+  start-up the follower reads the whole topic, so a re-published old snapshot, however many
+  copies follow the newest, is never served (records whose key names an older offset than the
+  one served are skipped unverified: cheap, and safe since a genuine snapshot's key is true).
 """
 
 from __future__ import annotations
@@ -25,13 +28,19 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from agents.metrics import Metrics
 from policies.scorer import Scorer, Trainer
-from policies.snapshot import Snapshot, SnapshotRejected, verify_snapshot
+from policies.snapshot import (
+    Snapshot,
+    SnapshotRejected,
+    check_record_key,
+    claimed_offset,
+    record_key,
+    verify_snapshot,
+)
 from streams.app import aiokafka_kwargs
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_KEY = b"model"
 #: The follower's poll; also how stale a worker's model may be behind a new snapshot.
 FOLLOW_POLL_MS = 500
 
@@ -48,6 +57,10 @@ class ModelSync:
         self.model_kind = model_kind
         self.key = settings.model_hmac_key.value.encode()
         self.latest: Snapshot | None = None
+        #: The record key of :attr:`latest`, and of the last snapshot this trainer published:
+        #: the one its next snapshot replaces (a tombstone lets compaction drop it).
+        self.latest_key: bytes | None = None
+        self.published_key: bytes | None = None
         #: Set once the follower has read the snapshots topic up to its end at start-up.
         self.caught_up = asyncio.Event()
         self.trainer: Trainer | None = None
@@ -57,13 +70,26 @@ class ModelSync:
         app.agent(self.labels, name="trainer")(self._train)
         app.task(self._follow)
         self.metrics.set_model(scorer.model.version if scorer.model else "untrained", "rules")
+        if not self.key:
+            # Said once, here: the trainer still learns (its quality figures stay on the
+            # metrics) but publishes nothing, and no snapshot can be verified, so every
+            # decision of this worker is the rules' (what `limitstream replay --model off`
+            # reproduces).
+            log.warning("LIMITSTREAM_MODEL_HMAC_KEY is not set: this worker decides on rules "
+                        "alone; its trainer publishes no model snapshot")
 
     # -- follower ------------------------------------------------------------------------------
 
-    def offer(self, raw: bytes) -> bool:
-        """Verify a snapshot and install it if it is newer than the one served."""
+    def offer(self, raw: bytes, key: bytes | None) -> bool:
+        """Verify a snapshot read under record ``key`` and install it if it is newer (by
+        labels offset) than the one served."""
+        claimed = claimed_offset(key)
+        if (self.latest is not None and claimed is not None
+                and claimed <= self.latest.labels_offset):
+            return False  # older than the one served, by its key: not worth verifying
         try:
             snap = verify_snapshot(raw, key=self.key)
+            check_record_key(key, snap)
         except SnapshotRejected as exc:
             self.metrics.snapshots_refused.labels(reason=exc.reason).inc()
             log.error("model snapshot refused (%s): %s", exc.reason, exc)
@@ -72,6 +98,7 @@ class ModelSync:
             return False
         self.scorer.install_snapshot(snap)
         self.latest = snap
+        self.latest_key = key
         self.metrics.snapshots_loaded.inc()
         self.metrics.set_model(snap.version, "rules" if self.scorer.fallback_reason else "model")
         quality = snap.meta.get("quality") or {}
@@ -101,16 +128,16 @@ class ModelSync:
         try:
             consumer.assign([tp])
             end = (await consumer.end_offsets([tp]))[tp]
-            # The newest snapshot is all a worker needs; read a few before it in case the
-            # broker's end offset is stale (seen on the embedded broker).
-            consumer.seek(tp, max(0, end - 3))
+            # The whole topic: the newest snapshot by labels offset may be followed by any
+            # number of re-published older ones.
+            await consumer.seek_to_beginning(tp)
             if end == 0:
                 self.caught_up.set()
             while True:
                 batch = await consumer.getmany(tp, timeout_ms=FOLLOW_POLL_MS)
                 for rec in batch.get(tp, []):
-                    if rec.value is not None:
-                        self.offer(rec.value)
+                    if rec.value is not None:  # None: a tombstone of a replaced snapshot
+                        self.offer(rec.value, rec.key)
                 if not self.caught_up.is_set() and await consumer.position(tp) >= end:
                     self.caught_up.set()
         finally:
@@ -185,8 +212,13 @@ class ModelSync:
 
     async def publish(self, trainer: Trainer) -> None:
         if not self.key:
-            log.error("LIMITSTREAM_MODEL_HMAC_KEY is not set: the trainer cannot publish")
-            return
+            return  # a rules-only worker: said once at start-up (__init__)
         raw = trainer.snapshot(self.key, created_ts=int(time.time() * 1000))
+        key = record_key(trainer.labels_offset)
         # Wait for delivery: a restarted trainer resumes from the newest delivered snapshot.
-        await (await self.snapshots.send(key=SNAPSHOT_KEY, value=raw))
+        await (await self.snapshots.send(key=key, value=raw))
+        previous = self.published_key or self.latest_key
+        if previous is not None and previous != key:
+            # The replaced snapshot's tombstone: compaction keeps the topic at one snapshot.
+            await self.snapshots.send(key=previous, value=None)
+        self.published_key = key

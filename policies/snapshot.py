@@ -11,6 +11,11 @@ before parsing anything: a key is configured, the size is bounded, the magic nam
 the MAC matches (``hmac.compare_digest``); only then is the payload parsed, and the model state
 rebuilt and checked against the version the metadata claims.
 
+On the (compacted) snapshots topic each snapshot is keyed by its labels offset
+(:func:`record_key`). A re-published old snapshot then only ever replaces copies of itself:
+compaction cannot let it evict the newest one, whose key differs. A record whose key names
+another offset than its authenticated payload is refused (:func:`check_record_key`).
+
 Examples
 --------
 >>> from policies.model import RiskModel
@@ -47,6 +52,9 @@ __all__ = [
     "MIN_KEY_BYTES",
     "Snapshot",
     "SnapshotRejected",
+    "check_record_key",
+    "claimed_offset",
+    "record_key",
     "sign_snapshot",
     "verify_snapshot",
 ]
@@ -64,10 +72,15 @@ MIN_KEY_BYTES: Final = 16
 _REQUIRED_META: Final = ("version", "n_learned", "labels_offset", "created_ts")
 
 
+#: The record key of snapshots published before keys named their labels offset.
+LEGACY_RECORD_KEY: Final = b"model"
+_KEY_PREFIX: Final = b"model@"
+
+
 class SnapshotRejected(Exception):
     """A snapshot that must not be loaded. ``reason`` is a stable code: ``no_key``,
-    ``oversize``, ``bad_format``, ``bad_mac``, ``bad_payload``, ``version_mismatch`` or
-    ``bad_state``."""
+    ``oversize``, ``bad_format``, ``bad_mac``, ``bad_payload``, ``version_mismatch``,
+    ``bad_state`` or ``key_mismatch``."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
@@ -147,6 +160,33 @@ def verify_snapshot(raw: bytes, *, key: bytes) -> Snapshot:
         created_ts=meta["created_ts"],
         meta=meta,
     )
+
+
+def record_key(labels_offset: int) -> bytes:
+    """The record key a snapshot is published under: it names the snapshot's labels offset.
+
+    >>> record_key(41), claimed_offset(record_key(41)), claimed_offset(b"model")
+    (b'model@41', 41, None)
+    """
+    return _KEY_PREFIX + str(labels_offset).encode()
+
+
+def claimed_offset(record_key: bytes | None) -> int | None:
+    """The labels offset a record key names (unauthenticated: a hint to skip older snapshots
+    unread); None for the legacy key or anything else."""
+    if record_key is None or not record_key.startswith(_KEY_PREFIX):
+        return None
+    digits = record_key[len(_KEY_PREFIX):]
+    return int(digits) if digits.isdigit() and len(digits) < 20 else None
+
+
+def check_record_key(record_key: bytes | None, snap: Snapshot) -> None:
+    """Refuse a verified snapshot published under another snapshot's key: compaction would let
+    it evict that one. The legacy key is accepted (snapshots published before this check)."""
+    if record_key != LEGACY_RECORD_KEY and record_key != _KEY_PREFIX + str(
+            snap.labels_offset).encode():
+        raise SnapshotRejected("key_mismatch", f"record key {record_key!r:.60} does not name "
+                               f"labels offset {snap.labels_offset}")
 
 
 def _mac(key: bytes, payload: bytes) -> bytes:

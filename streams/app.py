@@ -24,13 +24,6 @@ from streams.settings import Settings
 PRODUCER_LINGER_S = 0.0
 PRODUCER_MAX_BATCH_BYTES = 256 * 1024
 MAX_POLL_RECORDS = 2000
-SESSION_TIMEOUT_S = 4.0
-#: How long the coordinator waits for members to rejoin a rebalance. A member that takes
-#: longer (a worker finishing its batch in ``on_partitions_revoked`` on a loaded machine) is
-#: dropped from the generation while it still writes: a zombie whose late changelog records
-#: could follow the new owner's. Dead members leave at the session timeout anyway.
-REBALANCE_TIMEOUT_S = 30.0
-HEARTBEAT_S = 1.0
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -110,14 +103,17 @@ def create_app(settings: Settings) -> faust.App:
         # user table runs the same check against its recovery fence instead
         # (agents/users_table.check_persisted_offsets).
         "recovery_consistency_check": False,
-        # Short session: a dead worker's partitions move on within seconds, and a group join
-        # on the embedded broker does not wait out a long session (measured: 30 s -> 7 s).
-        # 4 s, because a worker stopped by SIGTERM does not get to send its LeaveGroup (mode
-        # cancels the consumer thread's stop after 1 s): the others notice at the session
-        # timeout. Measured hand-over after SIGTERM: 11.5 s with 6 s, 8.8 s with 4 s.
-        "broker_session_timeout": SESSION_TIMEOUT_S,
-        "broker_heartbeat_interval": HEARTBEAT_S,
-        "broker_rebalance_timeout": REBALANCE_TIMEOUT_S,
+        # Group timings and sizes from the settings: their defaults are values Apache
+        # Kafka's brokers accept out of the box (tests/unit/test_kafka_contract.py). The
+        # session timeout is how long a crashed worker's partitions wait; the rebalance
+        # timeout how long the coordinator waits for members to rejoin: a member that takes
+        # longer (finishing its batch in ``on_partitions_revoked`` on a loaded machine) is
+        # dropped from the generation while it still writes, a zombie whose late changelog
+        # records could follow the new owner's.
+        "broker_session_timeout": settings.session_timeout_ms / 1000,
+        "broker_heartbeat_interval": settings.heartbeat_interval_ms / 1000,
+        "broker_rebalance_timeout": settings.rebalance_timeout_ms / 1000,
+        "producer_max_request_size": settings.max_request_bytes,
         # The user table is keyed by user_id; a small key index keeps memory flat.
         "table_cleanup_interval": 30.0,
     }

@@ -45,6 +45,7 @@ from streams.records import (
     LimitCommand,
     Transaction,
 )
+from streams.settings import Settings
 
 #: Amounts above this (10^12 minor units: ten billion in major units) are absurd for a
 #: consumer credit line and rejected rather than allowed to poison sums.
@@ -56,6 +57,10 @@ MAX_TS: Final = 4_102_444_800_000
 MAX_ID_LEN: Final = 128
 MAX_TEXT_LEN: Final = 512
 MAX_DAYS_PAST_DUE: Final = 3650
+#: A dead letter's error quotes at most this many characters of the value and the message:
+#: enough to see what is wrong; the raw bytes travel beside it.
+MAX_ERROR_VALUE: Final = 200
+MAX_ERROR_MESSAGE: Final = 1_000
 _ID_RE: Final = re.compile(r"^[A-Za-z0-9_.:@/-]+$")
 _COUNTRY_RE: Final = re.compile(r"^[A-Z]{2}$")
 
@@ -79,17 +84,33 @@ class BadInput(ValueError):
 
     def as_dict(self) -> dict[str, Any]:
         value = self.value if isinstance(self.value, (int, str, type(None))) else repr(self.value)
-        if isinstance(value, str) and len(value) > 200:
-            value = value[:200] + "…"
-        return {"code": self.code, "field": self.field, "value": value, "message": str(self)}
+        if isinstance(value, str) and len(value) > MAX_ERROR_VALUE:
+            value = value[:MAX_ERROR_VALUE] + "…"
+        message = str(self)  # an exception's text may quote the input at any length
+        if len(message) > MAX_ERROR_MESSAGE:
+            message = message[:MAX_ERROR_MESSAGE] + "…"
+        return {"code": self.code, "field": self.field, "value": value, "message": message}
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """The deployment-specific bounds input must respect."""
+    """The deployment-specific bounds input must respect, and the bound on what a dead letter
+    may carry (the defaults are the settings' defaults; see :meth:`from_settings`)."""
 
     currency: str
+    #: Larger values go to dead-letter unread.
     max_message_bytes: int = 16_384
+    #: Larger keys go to dead-letter unread.
+    max_key_bytes: int = 1_024
+    #: An event whose ``ts`` is further than this ahead of its record's timestamp is refused.
+    max_clock_skew_ms: int = 86_400_000
+    #: No dead letter (key and encoded value) is larger: beyond it the raw bytes are cut.
+    dead_letter_max_bytes: int = 250_000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(settings.currency, settings.max_message_bytes, settings.max_key_bytes,
+                   settings.max_clock_skew_ms, settings.dead_letter_max_bytes)
 
 
 def _field(obj: Mapping[str, Any], name: str, optional: bool = False) -> Any:
@@ -256,3 +277,22 @@ def encode(obj: Any) -> bytes:
 
 def raw_b64(raw: bytes | None) -> str:
     return base64.b64encode(raw or b"").decode("ascii")
+
+
+def payload_hash(event: InputEvent) -> str:
+    """A short hash of an event's content (every field, the kind included), kept beside its
+    ``event_id`` in the user's state to tell a redelivery from a conflicting duplicate.
+
+    Eight bytes: it only has to tell apart payloads sent under one ``event_id``.
+
+    >>> from streams.records import AccountClosed
+    >>> a, b = AccountClosed("e1", "u1", 1767225600000), AccountClosed("e1", "u1", 1767225600001)
+    >>> payload_hash(a) == payload_hash(AccountClosed("e1", "u1", 1767225600000))
+    True
+    >>> len(payload_hash(a))
+    16
+    >>> payload_hash(a) == payload_hash(b)
+    False
+    """
+    return hashlib.blake2b(orjson.dumps(event, option=orjson.OPT_SORT_KEYS),
+                           digest_size=8).hexdigest()

@@ -10,7 +10,7 @@ import jsonschema
 import orjson
 import pytest
 
-from streams.codec import MAX_AMOUNT, BadInput, Limits, decode, derive_id
+from streams.codec import MAX_AMOUNT, BadInput, Limits, decode, derive_id, payload_hash
 from streams.records import (
     AccountClosed,
     AccountOpened,
@@ -22,6 +22,7 @@ from streams.records import (
     LimitCommand,
     Transaction,
 )
+from streams.settings import Settings
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "streams" / "schemas"
 LIMITS = Limits(currency="CNY", max_message_bytes=4096)
@@ -213,3 +214,32 @@ def test_every_topic_has_a_schema() -> None:
                      "limit-changes", "account-status", "decisions", "dead-letter"}
     for p in SCHEMAS.glob("*.json"):
         jsonschema.Draft202012Validator.check_schema(json.loads(p.read_text()))
+
+
+def test_the_limits_follow_the_settings() -> None:
+    settings = Settings.from_env({"LIMITSTREAM_CURRENCY": "EUR",
+                                  "LIMITSTREAM_MAX_MESSAGE_BYTES": "8192",
+                                  "LIMITSTREAM_MAX_KEY_BYTES": "256",
+                                  "LIMITSTREAM_MAX_CLOCK_SKEW_MS": "3600000",
+                                  "LIMITSTREAM_MAX_REQUEST_BYTES": "400000"})
+    assert Limits.from_settings(settings) == Limits("EUR", 8192, 256, 3_600_000, 100_000)
+    # The defaults agree: code that builds Limits by hand gets the deployment defaults.
+    assert Limits.from_settings(Settings()) == Limits("CNY")
+
+
+def test_an_errors_value_and_message_are_cut() -> None:
+    error = BadInput("processing_error", "y" * 5000, "f", "v" * 5000).as_dict()
+    assert error["value"] == "v" * 200 + "…"
+    assert error["message"] == "y" * 1000 + "…"
+
+
+def test_the_payload_hash_covers_every_field() -> None:
+    tx = Transaction("e1", "u1", TS, "purchase", 100, "CNY", "5411", "CN")
+    variants = [Transaction("e1", "u1", TS, "refund", 100, "CNY", "5411", "CN"),
+                Transaction("e1", "u1", TS, "purchase", 101, "CNY", "5411", "CN"),
+                Transaction("e1", "u1", TS, "purchase", 100, "CNY", "5412", "CN"),
+                Transaction("e1", "u1", TS, "purchase", 100, "CNY", "5411", ""),
+                Transaction("e1", "u1", TS + 1, "purchase", 100, "CNY", "5411", "CN")]
+    assert len({payload_hash(v) for v in [tx, *variants]}) == 1 + len(variants)
+    assert payload_hash(tx) == payload_hash(Transaction("e1", "u1", TS, "purchase", 100, "CNY",
+                                                        "5411", "CN"))

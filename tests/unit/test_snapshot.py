@@ -16,6 +16,9 @@ from policies.snapshot import (
     MAX_SNAPSHOT_BYTES,
     Snapshot,
     SnapshotRejected,
+    check_record_key,
+    claimed_offset,
+    record_key,
     sign_snapshot,
     verify_snapshot,
 )
@@ -143,3 +146,23 @@ def test_no_pickle_in_the_model_code() -> None:
     for name in ("model.py", "snapshot.py", "quality.py", "scorer.py"):
         text = (root / name).read_text()
         assert "import pickle" not in text and "pickle.loads" not in text, name
+
+
+def test_a_snapshot_is_accepted_only_under_its_own_key(model: RiskModel) -> None:
+    """Keys name the labels offset, so a re-published old snapshot cannot take the newest's
+    key (compaction would then drop the newest): under another key it is refused."""
+    snap = verify_snapshot(sign_snapshot(model.to_state(), key=KEY, meta=meta_of(model)), key=KEY)
+    check_record_key(record_key(49), snap)
+    check_record_key(b"model", snap)  # published before keys named offsets
+    for wrong in (record_key(50), record_key(48), b"model@049", None, b""):
+        with pytest.raises(SnapshotRejected) as exc:
+            check_record_key(wrong, snap)
+        assert exc.value.reason == "key_mismatch"
+
+
+@pytest.mark.parametrize(("key", "offset"), [
+    (b"model@0", 0), (b"model@123456", 123456), (b"model", None), (None, None),
+    (b"model@", None), (b"model@-1", None), (b"model@12x", None), (b"model@" + b"9" * 40, None),
+])
+def test_the_offset_a_key_claims(key: bytes | None, offset: int | None) -> None:
+    assert claimed_offset(key) == offset

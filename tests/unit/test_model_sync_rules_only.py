@@ -1,0 +1,61 @@
+"""A worker without ``LIMITSTREAM_MODEL_HMAC_KEY`` says once, at start-up, that it decides on
+rules; its trainer then learns label after label without logging anything more."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from agents.metrics import Metrics
+from agents.model_sync import ModelSync
+from policies.engine_factory import engine_for
+from policies.scorer import Trainer
+from policies.spec import load_policy
+from streams.app import create_app
+from streams.settings import Settings
+
+#: Labels learnt: three snapshot points of the trainer's cadence.
+LABELS = 600
+
+
+def build(settings: Settings) -> ModelSync:
+    app = create_app(settings)
+    _, scorer = engine_for(load_policy(settings.policy_file), settings)
+    return ModelSync(app, settings, scorer, Metrics.create(CollectorRegistry()))
+
+
+def label(rng: random.Random) -> bytes:
+    late = rng.random() < 0.2
+    return (b'{"x": {"late_count_12": %d, "utilization": %.3f}, "label": %d}'
+            % (int(late), rng.random(), int(late)))
+
+
+async def test_a_rules_only_trainer_says_so_once_at_start_up(
+        caplog: pytest.LogCaptureFixture) -> None:
+    settings = Settings(broker="kafka://127.0.0.1:1", snapshot_every_labels=200)
+    assert not settings.model_hmac_key.value
+    with caplog.at_level(logging.INFO, logger="agents.model_sync"):
+        sync = build(settings)
+        said = [r for r in caplog.records if r.name == "agents.model_sync"]
+        assert len(said) == 1 and said[0].levelno == logging.WARNING
+        assert "LIMITSTREAM_MODEL_HMAC_KEY" in said[0].getMessage()
+        assert "rules" in said[0].getMessage()
+
+        trainer = Trainer(sync.model_kind)
+        rng = random.Random(3)
+        for offset in range(LABELS):
+            await sync._learn_one(trainer, label(rng), offset)
+    assert trainer.model.n_learned == LABELS  # it passed the snapshot points
+    assert sync.published_key is None  # and published nothing
+    assert [r for r in caplog.records if r.name == "agents.model_sync"] == said
+
+
+def test_a_worker_with_a_key_says_nothing_at_start_up(
+        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="agents.model_sync"):
+        build(Settings.from_env({"LIMITSTREAM_BROKER": "kafka://127.0.0.1:1",
+                                 "LIMITSTREAM_MODEL_HMAC_KEY": "a-key-of-at-least-16-bytes"}))
+    assert not [r for r in caplog.records if r.name == "agents.model_sync"]
