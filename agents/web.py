@@ -11,17 +11,24 @@ from agents.user_agent import UserAgent
 
 
 def readiness(app: faust.App) -> dict[str, bool]:
-    """The readiness checks, by name: all true when the worker is consuming."""
+    """The readiness checks of *this* worker, by name: all true when it serves its own
+    partitions. A rebalance elsewhere in the group does not make it unready; its own table
+    recovery does. A worker that owns no partition (more workers than partitions) is ready:
+    it waits for one, and says so in the ``limitstream_no_partitions`` gauge."""
     recovery = app.tables.recovery  # type: ignore[attr-defined]  # TableManager, not its protocol
     return {
-        "partitions_assigned": bool(app.consumer.assignment()),
-        "not_rebalancing": not app.rebalancing,
+        "not_crashed": not app.crashed,
         "tables_recovered": not recovery.in_recovery and recovery.completed.is_set(),
     }
 
 
 def is_ready(app: faust.App) -> bool:
     return all(readiness(app).values())
+
+
+def input_partitions(app: faust.App, users: UserAgent) -> int:
+    """Input partitions this worker owns (0 before its first assignment, or with none)."""
+    return sum(1 for tp in app.consumer.assignment() if tp.topic in users.logical)
 
 
 def register_views(app: faust.App, users: UserAgent, registry: CollectorRegistry) -> None:
@@ -42,9 +49,15 @@ def register_views(app: faust.App, users: UserAgent, registry: CollectorRegistry
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
         # The event loop answers; but a Faust app that crashed (e.g. a failed table recovery)
-        # can keep its web server up while consuming nothing: that is not alive.
+        # can keep its web server up while consuming nothing, and an agent that retries the
+        # same records (a broker that refuses them) answers too: neither is alive.
         if app.crashed:
             return web.json({"status": "crashed", "reason": repr(app.crash_reason)},
+                            status=503)
+        stalled = users.stalled_s()
+        if stalled > users.settings.stall_timeout_s:
+            return web.json({"status": "stalled", "stalled_s": round(stalled, 1),
+                             "records_waiting": users.applying + len(users.held.merge)},
                             status=503)
         return web.json({"status": "ok"})
 
@@ -52,5 +65,9 @@ def register_views(app: faust.App, users: UserAgent, registry: CollectorRegistry
     async def readyz(web: Any, request: Any) -> Any:
         checks = readiness(app)
         ready = all(checks.values())
-        metrics.ready.set(1 if ready else 0)  # the gauge follows every probe, not only the timer
-        return web.json({"ready": ready, **checks}, status=200 if ready else 503)
+        partitions = input_partitions(app, users)
+        # The gauges follow every probe, not only the timer.
+        metrics.ready.set(1 if ready else 0)
+        metrics.no_partitions.set(1 if ready and not partitions else 0)
+        return web.json({"ready": ready, "input_partitions": partitions, **checks},
+                        status=200 if ready else 503)

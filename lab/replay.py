@@ -1,29 +1,39 @@
 """Offline replay: the worker's core over a recorded log, without a broker.
 
-The same :class:`policies.processor.Processor` the worker uses, fed the log in order, gives
-the same decisions with the same ids and bytes. Records of one user on different topics are
-applied in log order here; a live worker applies them in arrival order, which Kafka fixes per
-partition only — publish a user's cross-topic events in order (as core banking does) and the
-two agree.
+The same :class:`policies.processor.Processor` the worker uses, fed the same order, gives the
+same decisions with the same ids and bytes. The order is the worker's
+(:mod:`streams.event_order`): a record belongs to the partition its key maps to
+(``settings.partitions``, Kafka's partitioner), each topic-partition keeps the log's order,
+and the topic-partitions of a partition group are merged by event time, ties by topic order.
+The whole input of a :meth:`Replay.run` call is available, so nothing waits: a live worker
+that never went ahead past its idle bound (``LIMITSTREAM_MAX_IDLE_MS``) applied the same
+order, however the log was published. (A record keyed by something else than its user is
+applied in its key's group here; live, it takes the re-key topic to its user's group.)
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Final
 
 import orjson
 
 from lab.learning import InProcessLearning
 from policies.engine import Engine, Output, UserState
-from policies.processor import BatchResult, Processor, RawRecord
+from policies.processor import INPUT_TOPICS, BatchResult, Processor, RawRecord
+from streams.app import key_partition
 from streams.codec import Limits
+from streams.event_order import EventTimeMerge, event_ts
 from streams.kafka_io import LogRecord
+from streams.settings import Settings
 
 #: Records per processor call: bounds the per-batch bookkeeping, nothing else.
 CHUNK = 1000
+#: The partitions a replay assumes unless told the deployment's.
+DEFAULT_PARTITIONS: Final = Settings().partitions
 
 
 @dataclass(slots=True)
@@ -42,28 +52,49 @@ class Replay:
     """Feeds recorded records through the processor, keeping user states in memory."""
 
     def __init__(self, engine: Engine, limits: Limits,
-                 learning: InProcessLearning | None = None) -> None:
+                 learning: InProcessLearning | None = None,
+                 partitions: int = DEFAULT_PARTITIONS) -> None:
+        """``partitions``: the deployment's (``settings.partitions``); a record's partition
+        group decides which records it is merged with, hence the order."""
         self.processor = Processor(engine, limits)
         self.learning = learning
+        self.partitions = partitions
         self.states: dict[str, UserState] = {}
-        self.offsets: dict[str, int] = {}
+        #: (topic, partition) -> offsets given so far (a record's offset is its position in
+        #: its topic-partition, as on the broker)
+        self.offsets: dict[tuple[str, int], int] = {}
         self.stats = ReplayStats()
 
     def _raw(self, rec: LogRecord) -> RawRecord:
-        offset = self.offsets.get(rec.topic, -1) + 1
-        self.offsets[rec.topic] = offset
-        # partition -1: no partitions offline (the processor re-keys nothing here).
-        return RawRecord(rec.topic, -1, offset, rec.key, rec.value)
+        # A record without a key goes to partition 0 here (the processor dead-letters it or
+        # applies it by its user_id); Kafka would spread keyless records round robin.
+        partition = key_partition(rec.key, self.partitions) if rec.key else 0
+        offset = self.offsets.get((rec.topic, partition), 0)
+        self.offsets[(rec.topic, partition)] = offset + 1
+        # The log's record timestamp if it kept one (0: none): the clock event times are
+        # checked against, as the worker checks them against the broker's.
+        return RawRecord(rec.topic, partition, offset, rec.key, rec.value, rec.timestamp_ms)
+
+    def ordered(self, records: Iterable[LogRecord]) -> list[RawRecord]:
+        """``records`` as the worker applies them: merged by event time per partition group."""
+        # Offline nothing is waited for and nothing is let go early: drain() takes it all.
+        merge: EventTimeMerge[RawRecord] = EventTimeMerge(
+            INPUT_TOPICS, max_idle_ms=0, max_buffered=sys.maxsize)
+        limits = self.processor.limits
+        for rec in records:
+            raw = self._raw(rec)
+            latest = (raw.timestamp_ms + limits.max_clock_skew_ms if raw.timestamp_ms > 0
+                      else None)  # as the processor checks it
+            merge.add(raw.topic, raw.partition,
+                      event_ts(raw.value, limits.max_message_bytes, latest), raw)
+        return merge.drain()
 
     def run(self, records: Iterable[LogRecord]) -> Iterator[Output]:
-        chunk: list[RawRecord] = []
-        for rec in records:
-            chunk.append(self._raw(rec))
-            if len(chunk) >= CHUNK:
-                yield from self._apply(chunk)
-                chunk = []
-        if chunk:
-            yield from self._apply(chunk)
+        """Apply ``records`` (all of them read first: a later line may go first) and yield
+        the outputs."""
+        ordered = self.ordered(records)
+        for start in range(0, len(ordered), CHUNK):
+            yield from self._apply(ordered[start:start + CHUNK])
 
     def _apply(self, chunk: list[RawRecord]) -> list[Output]:
         # States live here as objects the engine updates in place: keep each touched user's
@@ -109,10 +140,11 @@ def write_outputs(outputs: Iterable[Output], out: IO[bytes]) -> int:
 
 
 def replay_file(engine: Engine, limits: Limits, log: Path, output: Path,
-                learning: InProcessLearning | None = None) -> ReplayStats:
+                learning: InProcessLearning | None = None,
+                partitions: int = DEFAULT_PARTITIONS) -> ReplayStats:
     from streams.kafka_io import read_log
 
-    replay = Replay(engine, limits, learning)
+    replay = Replay(engine, limits, learning, partitions)
     with output.open("wb") as out:
         write_outputs(replay.run(read_log(log)), out)
     return replay.stats

@@ -150,10 +150,11 @@ def wait_committed(env: dict[str, str], produced: Counter[str], timeout: float =
 
 # -- simulated logs in phases ----------------------------------------------------------------
 #
-# A worker applies one user's records from *different* topics in arrival order, which Kafka
-# does not fix; the replay applies them in log order. Publishing the log in phases, where a
-# phase holds at most one topic per user, and waiting for the group's commits between phases,
-# makes the two orders the same, so a live run can be compared with the pure fold exactly.
+# A worker merges a user's records from different topics by event time, but it cannot wait
+# for a record not yet published: a caught-up partition holds nobody back. A log published
+# at a rate while workers come and go is therefore published in phases, where a phase holds
+# at most one topic per user, waiting for the group's commits between phases; the fold then
+# replays it phase by phase (``fold(env, *phases)``), the order the workers saw.
 
 def phased(lines: Iterable[LogLine], max_phases: int) -> list[list[LogRecord]]:
     """Phase k holds the k-th single-topic run of every user's records, in log order.
@@ -258,17 +259,21 @@ class Fold:
     dead_letters: int
 
 
-def fold(env: dict[str, str], log: Iterable[LogRecord]) -> Fold:
-    """Replay ``log`` through the core built as the worker builds it. The model stays cold
-    (fewer labels than the policy's gate needs, asserted below), so the rules decide live too,
-    whenever each worker installs a snapshot."""
+def fold(env: dict[str, str], *runs: Iterable[LogRecord]) -> Fold:
+    """Replay ``runs`` through the core built as the worker builds it, one after another,
+    each as one ``limitstream replay`` (merged by event time as a whole: a log published at
+    once). A log published in phases, each committed before the next is published, is one
+    run per phase: the worker cannot apply a record before the phases before it. The model
+    stays cold (fewer labels than the policy's gate needs, asserted below), so the rules
+    decide live too, whenever each worker installs a snapshot."""
     settings = settings_of(env)
     policy = load_policy(settings.policy_file)
     m = policy.model
     engine, _ = engine_for(policy, settings)  # the worker's own factory
-    replay = Replay(engine, Limits(settings.currency, settings.max_message_bytes))
+    replay = Replay(engine, Limits(settings.currency, settings.max_message_bytes),
+                    partitions=settings.partitions)
     outputs: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in OUTPUT_TOPICS}
-    for out in replay.run(log):
+    for out in (out for log in runs for out in replay.run(log)):
         value = orjson.loads(encode(out.value))
         assert value["event_id"] not in outputs[out.topic], "the fold repeated an output id"
         outputs[out.topic][value["event_id"]] = value

@@ -129,7 +129,7 @@ def crash(request: pytest.FixtureRequest, broker: EmbeddedBroker,
 
     try:
         first = start()
-        expected = fold(env, log)
+        expected = fold(env, *phases)
         first.wait_ready()
         produced: Counter[str] = Counter()
         processed = committed = 0

@@ -51,10 +51,6 @@ def phases() -> list[list[LogRecord]]:
     return simulated_phases(USERS, DAYS)
 
 
-def log() -> list[LogRecord]:
-    return [r for p in phases() for r in p]
-
-
 def start_pair(start_worker: StartWorker, env: dict[str, str]
                ) -> tuple[list[WorkerProcess], Fold]:
     """Two workers started together; the fold is computed while they join. Both must be
@@ -67,7 +63,7 @@ def start_pair(start_worker: StartWorker, env: dict[str, str]
     """
     t0 = time.monotonic()
     workers = [start_worker(wait=False) for _ in range(2)]
-    expected = fold(env, log())
+    expected = fold(env, *phases())
     wait_assignment(workers, PARTITIONS, timeout=90)
     print(f"\ntwo workers started and split the partitions in {time.monotonic() - t0:.1f} s")
     return workers, expected
