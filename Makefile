@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean promtool
+.PHONY: demo test lint bench clean promtool soak
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench.run_all
 
+# The exactly-once chaos soak (issue 20; tests/e2e/soak.py): SOAK_RUNS runs (30) of the
+# multi-worker chaos scenario with fresh timings, alternating SOAK_STORES (memory,rocksdb);
+# prints each run's figures and the pass count. Not part of `make test`: 157-180 s a run here.
+soak: $(STAMP)
+	$(BIN)/python -m tests.e2e.soak
+
 lint: $(STAMP)
 	$(BIN)/ruff check streams features policies agents lab limitstream tests bench
 	$(BIN)/mypy
@@ -33,10 +39,16 @@ clean:
 	rm -rf $(VENV) .limitstream-data .pytest_cache .mypy_cache .ruff_cache
 
 # promtool (the alert-rule tests) comes with Debian's `prometheus` package; the real-scrape
-# test also runs its `prometheus` server. Installed once, when missing. On a machine with
-# systemd the package also starts a Prometheus on :9090 (`systemctl disable --now prometheus`).
+# tests also run its `prometheus` server, and tests/e2e/test_alertmanager.py the Alertmanager
+# of Debian's `prometheus-alertmanager` (binary `prometheus-alertmanager`). Each installed
+# once, when missing. On a machine with systemd the packages also start their services on
+# :9090 and :9093 (`systemctl disable --now prometheus prometheus-alertmanager`).
 promtool:
-	@command -v promtool >/dev/null 2>&1 || { \
+	@missing=""; \
+	command -v promtool >/dev/null 2>&1 || missing="prometheus"; \
+	command -v prometheus-alertmanager >/dev/null 2>&1 || command -v alertmanager >/dev/null 2>&1 \
+	  || missing="$$missing prometheus-alertmanager"; \
+	[ -z "$$missing" ] || { \
 	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
-	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; }

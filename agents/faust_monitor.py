@@ -28,7 +28,7 @@ from typing import Any, Final
 import faust
 from faust.sensors.monitor import Monitor
 from faust.sensors.prometheus import MS_LATENCY_BUCKETS, FaustMetrics, PrometheusMonitor
-from faust.types import TP, EventT, StreamT
+from faust.types import TP, EventT, Message, StreamT
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -61,7 +61,6 @@ class ScrapeTimePrometheusMonitor(PrometheusMonitor):
 
     on_message_in = Monitor.on_message_in
     on_stream_event_in = Monitor.on_stream_event_in
-    on_message_out = Monitor.on_message_out
     track_tp_end_offset = Monitor.track_tp_end_offset
 
     def __init__(self, metrics: FaustMetrics, **kwargs: Any) -> None:
@@ -69,6 +68,15 @@ class ScrapeTimePrometheusMonitor(PrometheusMonitor):
         #: Events per runtime bucket (ms, MS_LATENCY_BUCKETS, then +Inf) and their sum.
         self.runtime_buckets = [0] * (len(MS_LATENCY_BUCKETS) + 1)
         self.runtime_sum_ms = 0.0
+        #: Per partition, the offset and Kafka timestamp (epoch seconds) of the newest record
+        #: acknowledged: applied and stored, since the user agent returns only then. The
+        #: time lag reads it (agents/worker.py); entries of revoked partitions linger here
+        #: and are ignored by their offset.
+        self.applied: dict[TP, tuple[int, float]] = {}
+
+    def on_message_out(self, tp: TP, offset: int, message: Message) -> None:
+        Monitor.on_message_out(self, tp, offset, message)
+        self.applied[tp] = (offset, message.timestamp)
 
     def on_stream_event_out(self, tp: TP, offset: int, stream: StreamT[Any],
                             event: EventT[Any], state: dict[str, Any] | None = None) -> None:
@@ -159,7 +167,7 @@ class PerMessageSeries(Collector):
 
 
 def install_faust_monitor(app: faust.App, registry: CollectorRegistry,
-                          prefix: str = FAUST_PREFIX) -> None:
+                          prefix: str = FAUST_PREFIX) -> ScrapeTimePrometheusMonitor:
     """Make Faust's own Prometheus sensor record into ``registry``.
 
     The equivalent of :func:`faust.sensors.prometheus.setup_prometheus_sensors` without its two
@@ -174,3 +182,4 @@ def install_faust_monitor(app: faust.App, registry: CollectorRegistry,
     monitor = ScrapeTimePrometheusMonitor(metrics=metrics)
     registry.register(PerMessageSeries(monitor, prefix))
     app.monitor = monitor
+    return monitor

@@ -10,15 +10,21 @@ Rules every series follows:
 
 * ``user_id`` is never a label (unbounded cardinality); per-user facts are aggregated into
   gauges of this worker's active partitions.
-* Label values come from closed sets (topics, reason codes, actions, statuses, stages); the
-  closed sets that are known here are pre-initialised to 0 so that ``rate()``/``increase()``
-  see the first increment and dashboards show a 0 instead of "no data".
+* Label values come from closed sets (topics, reason codes, actions, statuses, stages). A
+  label whose value is taken from input (the re-key source header becomes the ``topic`` of a
+  dead letter) is mapped onto its closed set by :class:`ClosedCounter`: an unknown value is
+  counted as ``other``, so a producer cannot mint series. Every closed set is pre-initialised
+  to 0 so that ``rate()``/``increase()`` see the first increment (a series born at 1
+  mid-incident hides the incident's start) and dashboards show a 0 instead of "no data".
 * Durations are in seconds (Prometheus convention); money in integer minor units.
 
-The framework-level series (messages in, sends, commits, rebalances, table operations, ...)
-come from Faust's own :class:`~faust.sensors.prometheus.PrometheusMonitor`, installed on the
-same registry by :func:`agents.faust_monitor.install_faust_monitor` under the fixed
-``faust_`` prefix.
+The framework-level series (messages in, commits, rebalances, table operations, ...) come
+from Faust's own :class:`~faust.sensors.prometheus.PrometheusMonitor`, installed on the same
+registry by :func:`agents.faust_monitor.install_faust_monitor` under the fixed ``faust_``
+prefix. The user agent sends its outputs and changelog records straight to the producer, so
+Faust's send sensors do not see them: the ``outputs_sent``/``send_latency``/``send_errors``
+series are ours. The standard ``process_*``, ``python_gc_*`` and ``python_info`` collectors
+of prometheus-client are registered on the same registry (memory against the pod limit).
 
 Examples
 --------
@@ -36,22 +42,48 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from itertools import product
+from typing import Any, Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+from policies.engine import ACCOUNT_STATUS, DECISIONS, LABELS, LIMIT_CHANGES
+from policies.processor import DEAD_LETTER, INPUT_TOPICS, REKEYED
+from streams.codec import TOPIC_KINDS
 
 __all__ = [
     "ACTIONS",
     "AGENT_STAGES",
+    "DEAD_LETTER_REASONS",
+    "DEAD_LETTER_TOPICS",
     "DECISION_LATENCY_BUCKETS",
     "DUPLICATE_CAUSES",
     "FALLBACK_REASONS",
     "FAUST_PREFIX",
     "LABEL_VALUES",
+    "OTHER",
+    "OUTPUT_TOPICS",
     "PROCESSING_BUCKETS",
+    "SEND_LATENCY_BUCKETS",
+    "SENT_RECORDS",
+    "SNAPSHOT_REFUSALS",
+    "ClosedCounter",
     "Metrics",
+    "closed_label",
 ]
+
+#: The value a label taken from input gets when it is outside its closed set.
+OTHER: Final = "other"
 
 #: Every decision action of the policy (label ``action`` of ``limitstream_decisions_total``).
 ACTIONS: Final = (
@@ -78,6 +110,58 @@ FALLBACK_REASONS: Final = ("MODEL_COLD", "MODEL_BELOW_FLOOR", "MODEL_DRIFT")
 DUPLICATE_CAUSES: Final = ("offset", "event_id")
 #: The delayed label of an installment: "0" paid by the due date, "1" went overdue.
 LABEL_VALUES: Final = ("0", "1")
+#: The ``topic`` of a dead letter: the logical input topic, the re-key topic when a re-keyed
+#: record names no valid source (its header is input: anything else is ``other``).
+DEAD_LETTER_TOPICS: Final = (*INPUT_TOPICS, REKEYED)
+#: Every code a dead letter can carry: ``BadInput`` codes (streams/codec.py,
+#: policies/processor.py, agents/user_agent.py) and the policy's ``CommandRejected`` codes
+#: (policies/decide.py).
+#: tests/unit/test_metrics.py finds every code raised in the sources and checks it is here.
+DEAD_LETTER_REASONS: Final = (
+    "account_closed",
+    "account_frozen",
+    "bad_format",
+    "bad_rekey_source",
+    "conflicting_duplicate",
+    "empty_field",
+    "empty_message",
+    "limit_out_of_bounds",
+    "malformed_json",
+    "missing_field",
+    "not_an_object",
+    "not_finite",
+    "out_of_range",
+    "oversized",
+    "oversized_key",
+    "processing_error",
+    "processing_failed",
+    "too_long",
+    "ts_in_future",
+    "unknown_kind",
+    "unknown_operator",
+    "wrong_currency",
+    "wrong_type",
+)
+#: Why a model snapshot is refused (``SnapshotRejected.reason``, policies/snapshot.py);
+#: tests/unit/test_metrics.py checks every reason raised in the sources is here.
+SNAPSHOT_REFUSALS: Final = (
+    "no_key",
+    "oversize",
+    "bad_format",
+    "bad_mac",
+    "bad_payload",
+    "bad_state",
+    "key_mismatch",
+    "version_mismatch",
+)
+#: The logical topics the user agent writes (``Output.topic``): decisions, the dead letters,
+#: the re-keyed inputs and the trainer's labels.
+OUTPUT_TOPICS: Final = (LIMIT_CHANGES, ACCOUNT_STATUS, DECISIONS, DEAD_LETTER, REKEYED, LABELS)
+#: Why the ordering let a record go early (label ``cause`` of ``limitstream_order_forced_total``).
+ORDER_FORCED_CAUSES: Final = ("idle_timeout", "buffer_cap")
+#: What a batch waits for in turn (label ``what`` of the send series): its outputs, then the
+#: changelog records of its users' states.
+SENT_RECORDS: Final = ("outputs", "states")
 
 #: Input produced (Kafka record timestamp) → output sent. 1 ms .. 10 s, with 50 ms (the p99
 #: target the alert uses) as a bucket boundary so that histogram_quantile is exact there.
@@ -114,9 +198,66 @@ PROCESSING_BUCKETS: Final = (
     0.1,
 )
 
+#: A batch's sends until their delivery, 0.5 ms .. 30 s: from a loopback broker to a leader
+#: election on a real cluster. 0.05 (the decision latency alert's target) is a boundary.
+SEND_LATENCY_BUCKETS: Final = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+
 #: Prefix of Faust's framework series. Fixed rather than the app id (Faust's default) so that
 #: dashboards and alerts do not depend on ``LIMITSTREAM_APP_ID`` or a test's unique app name.
 FAUST_PREFIX: Final = "faust"
+
+
+def closed_label(value: object, allowed: Iterable[str]) -> str:
+    """``value`` as a label value if it is one of ``allowed``, else ``other``.
+
+    >>> closed_label("transactions", DEAD_LETTER_TOPICS), closed_label("x" * 99, ("a",))
+    ('transactions', 'other')
+    """
+    text = str(value)
+    return text if text in allowed else OTHER
+
+
+class ClosedCounter(Counter):
+    """A labelled counter whose label values are mapped onto closed sets by :meth:`labels`
+    (unknown → ``other``), so a call site that passes a value taken from input needs no
+    mapping of its own. Build it with :meth:`create`, which also pre-initialises every
+    combination of the closed sets at 0."""
+
+    #: label name -> its allowed values; a label not listed here is taken as given.
+    closed: Mapping[str, frozenset[str]] = {}
+
+    @classmethod
+    def create(cls, name: str, documentation: str, closed: Mapping[str, Iterable[str]],
+               registry: CollectorRegistry) -> ClosedCounter:
+        values = {label: tuple(allowed) for label, allowed in closed.items()}
+        counter = cls(name, documentation, list(values), registry=registry)
+        counter.closed = {label: frozenset(allowed) for label, allowed in values.items()}
+        for combination in product(*values.values()):
+            counter.labels(*combination)
+        return counter
+
+    def labels(self, *labelvalues: Any, **labelkwargs: Any) -> ClosedCounter:
+        if labelvalues:
+            labelkwargs = dict(zip(self._labelnames, labelvalues, strict=True))
+        mapped = {k: closed_label(v, self.closed[k]) if k in self.closed else v
+                  for k, v in labelkwargs.items()}
+        return super().labels(**mapped)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,10 +279,32 @@ class Metrics:
     decision_latency: Histogram
     #: Pure-core time per event, seconds, by topic.
     processing: Histogram
-    #: End offset minus processed offset, per assigned topic partition. Remove the label sets
-    #: of revoked partitions on a rebalance (``consumer_lag.clear()``): a stale series would be
-    #: added to the new owner's in the ``sum by (topic)`` of the dashboard and the alert.
+    #: End offset minus the group's committed offset, per input partition this worker owns
+    #: (agents/worker.py ``refresh_lag``). Revoked partitions' label sets are removed: a stale
+    #: series would be added to the new owner's in the ``sum by (topic)`` of the alerts.
     consumer_lag: Gauge
+    #: Seconds behind, per owned input partition: now less the Kafka timestamp of the newest
+    #: record applied, while records wait behind it; 0 when the partition is caught up.
+    consumer_lag_seconds: Gauge
+    #: End offset minus the group's committed offset for *every* input partition, owned or
+    #: not, as this worker reads it from the broker: the lag of a dead worker's partitions.
+    group_lag: Gauge
+    #: Input partitions this worker owns, per topic.
+    assigned_partitions: Gauge
+    #: Partitions of each input topic (from the broker's metadata).
+    topic_partitions: Gauge
+    #: Per owned input partition, seconds its committed offset has not advanced while records
+    #: wait behind it (0 when it advanced or the partition is caught up).
+    commit_stalled_seconds: Gauge
+    #: Offset commits the broker refused (Faust drops such a commit after a rebalance; any
+    #: other commit error stops the worker, which /healthz then reports).
+    commit_failures: Counter
+    #: Records the user agent sent, by logical output topic.
+    outputs_sent: Counter
+    #: A batch's sends until every one is delivered, by what was sent (``SENT_RECORDS``).
+    send_latency: Histogram
+    #: Batches whose sends failed (retried whole), by what was sent.
+    send_errors: Counter
     #: Users held by this worker's active partitions.
     table_users: Gauge
     #: Rebalances this worker went through.
@@ -179,6 +342,16 @@ class Metrics:
     fallback_decisions: Counter
     #: 1 when the worker is ready (partitions assigned, tables recovered, not rebalancing).
     ready: Gauge
+    # -- event-time order and liveness of the user agent (issues 15, 16) --
+    #: Events applied after a later event of their user (late beyond the ordering bound).
+    out_of_order_events: Counter
+    #: Records the ordering let go before an earlier one could arrive, by cause
+    #: (``idle_timeout``: a partition waited for past LIMITSTREAM_MAX_IDLE_MS; ``buffer_cap``).
+    order_forced: Counter
+    #: Records held for event-time ordering (not yet applied, not acked).
+    order_buffered: Gauge
+    #: 1 when this worker owns no input partition (more workers than partitions): ready, idle.
+    no_partitions: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
@@ -191,22 +364,22 @@ class Metrics:
                 ["topic", "kind"],
                 registry=registry,
             ),
-            dead_letters=Counter(
+            dead_letters=ClosedCounter.create(
                 "limitstream_dead_letters_total",
                 "Inputs sent to dead-letter, by BadInput code",
-                ["topic", "reason"],
+                {"topic": DEAD_LETTER_TOPICS, "reason": DEAD_LETTER_REASONS},
                 registry=registry,
             ),
-            duplicates=Counter(
+            duplicates=ClosedCounter.create(
                 "limitstream_duplicates_total",
                 "Inputs dropped as already applied (offset replay or duplicate event_id)",
-                ["topic", "cause"],
+                {"topic": INPUT_TOPICS, "cause": DUPLICATE_CAUSES},
                 registry=registry,
             ),
-            rekeyed=Counter(
+            rekeyed=ClosedCounter.create(
                 "limitstream_rekeyed_total",
                 "Inputs re-keyed by user_id because they arrived under another key",
-                ["topic"],
+                {"topic": INPUT_TOPICS},
                 registry=registry,
             ),
             late_events=Counter(
@@ -229,8 +402,64 @@ class Metrics:
             ),
             consumer_lag=Gauge(
                 "limitstream_consumer_lag",
-                "Messages behind the end of the partition",
+                "Messages behind the end of an owned input partition (committed offsets)",
                 ["topic", "partition"],
+                registry=registry,
+            ),
+            consumer_lag_seconds=Gauge(
+                "limitstream_consumer_lag_seconds",
+                "Seconds the newest applied record of an owned partition is behind now, "
+                "while records wait",
+                ["topic", "partition"],
+                registry=registry,
+            ),
+            group_lag=Gauge(
+                "limitstream_group_lag",
+                "Messages behind the end of every input partition (the group's committed "
+                "offsets), owned or not",
+                ["topic", "partition"],
+                registry=registry,
+            ),
+            assigned_partitions=Gauge(
+                "limitstream_assigned_partitions",
+                "Input partitions this worker owns",
+                ["topic"],
+                registry=registry,
+            ),
+            topic_partitions=Gauge(
+                "limitstream_topic_partitions",
+                "Partitions of the input topic",
+                ["topic"],
+                registry=registry,
+            ),
+            commit_stalled_seconds=Gauge(
+                "limitstream_commit_stalled_seconds",
+                "Seconds the committed offset has not advanced while records wait",
+                ["topic", "partition"],
+                registry=registry,
+            ),
+            commit_failures=Counter(
+                "limitstream_commit_failures_total",
+                "Offset commits the broker refused",
+                registry=registry,
+            ),
+            outputs_sent=ClosedCounter.create(
+                "limitstream_outputs_sent_total",
+                "Records the user agent sent, by logical output topic",
+                {"topic": OUTPUT_TOPICS},
+                registry=registry,
+            ),
+            send_latency=Histogram(
+                "limitstream_send_latency_seconds",
+                "A batch's sends until every one is delivered",
+                ["what"],
+                buckets=SEND_LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            send_errors=ClosedCounter.create(
+                "limitstream_send_errors_total",
+                "Batches whose sends failed (the batch is retried whole)",
+                {"what": SENT_RECORDS},
                 registry=registry,
             ),
             table_users=Gauge(
@@ -313,10 +542,10 @@ class Metrics:
                 "Model snapshots read from the broker and served",
                 registry=registry,
             ),
-            snapshots_refused=Counter(
+            snapshots_refused=ClosedCounter.create(
                 "limitstream_model_snapshots_refused_total",
                 "Model snapshots refused",
-                ["reason"],
+                {"reason": SNAPSHOT_REFUSALS},
                 registry=registry,
             ),
             fallback_decisions=Counter(
@@ -330,8 +559,35 @@ class Metrics:
                 "1 when the worker is ready to serve",
                 registry=registry,
             ),
+            # -- event-time order and liveness of the user agent (issues 15, 16) --
+            out_of_order_events=Counter(
+                "limitstream_out_of_order_events_total",
+                "Events applied after a later event of their user (late beyond the bound)",
+                registry=registry,
+            ),
+            order_forced=Counter(
+                "limitstream_order_forced_total",
+                "Records applied before an earlier one could arrive, by cause",
+                ["cause"],
+                registry=registry,
+            ),
+            order_buffered=Gauge(
+                "limitstream_order_buffered",
+                "Records held for event-time ordering (not yet applied)",
+                registry=registry,
+            ),
+            no_partitions=Gauge(
+                "limitstream_no_partitions",
+                "1 when this worker owns no input partition (ready, idle)",
+                registry=registry,
+            ),
         )
         metrics._initialise_known_labels()
+        # The standard collectors the default registry would have: process_* (resident
+        # memory against the pod limit, CPU, open files), python_gc_* and python_info.
+        ProcessCollector(registry=registry)
+        GCCollector(registry=registry)
+        PlatformCollector(registry=registry)
         return metrics
 
     def _initialise_known_labels(self) -> None:
@@ -345,6 +601,15 @@ class Metrics:
             self.fallback_decisions.labels(reason=reason)
         for label in LABEL_VALUES:
             self.labels_emitted.labels(label=label)
+        for topic, kinds in TOPIC_KINDS.items():
+            for kind in kinds:
+                self.events.labels(topic=topic, kind=kind)
+            self.processing.labels(topic=topic)
+        for what in SENT_RECORDS:
+            self.send_latency.labels(what=what)
+        for cause in ORDER_FORCED_CAUSES:
+            self.order_forced.labels(cause=cause)
+        # (The ClosedCounters initialise their own closed sets.)
 
     def set_model(self, version: str, source: str) -> None:
         """Mark ``version`` (from ``source``, e.g. "trainer", "snapshot", "cold") as served.
@@ -365,3 +630,12 @@ class Metrics:
         Producer and worker clocks differ; a negative difference is clock skew, observed as 0.
         """
         self.decision_latency.observe(max(0.0, sent_s - produced_ms / 1000.0))
+
+    def observe_delivery(self, what: str, seconds: float,
+                         sent: Mapping[str, int] | None = None) -> None:
+        """Observe one batch's delivery of ``what`` (``outputs`` or ``states``), ``seconds``
+        from its first send to the last acknowledgement; ``sent``: records per logical
+        output topic (outputs only: the states are counted by the changelog's own topic)."""
+        self.send_latency.labels(what=what).observe(seconds)
+        for topic, n in (sent or {}).items():
+            self.outputs_sent.labels(topic=topic).inc(n)

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
+import shlex
 import signal
+import socket
 import sys
 import time
 import urllib.request
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +28,41 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from limitstream.worker_process import WorkerProcess
 from streams.app import aiokafka_kwargs
-from streams.broker import EmbeddedBroker, free_port
+from streams.broker import EmbeddedBroker
 from streams.kafka_io import LogRecord, ensure_topics, produce
 from streams.settings import Settings
 
 #: Records per second the demo publishes: a lively view that a laptop keeps up with.
 DEMO_RATE = 1500.0
+#: The alert rules of a source checkout (absent from an installed wheel: no rules then).
+ALERT_RULES = Path(__file__).resolve().parents[1] / "deploy" / "prometheus" / "alerts.yml"
+
+
+def prometheus_command(settings: Settings, rules: Path = ALERT_RULES) -> str:
+    """Write a Prometheus configuration that scrapes this demo's worker (with the alert rules
+    when the checkout has them) into the data directory, and return the command that runs
+    Prometheus on it, on 127.0.0.1:9090."""
+    data = Path(settings.data_dir).resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    config = data / "demo-prometheus.yml"
+    lines = [
+        "# Written by `limitstream demo`: scrapes its worker.",
+        "global:",
+        "  scrape_interval: 5s",
+        "  evaluation_interval: 5s",
+    ]
+    if rules.is_file():
+        lines += ["rule_files:", f"  - {json.dumps(str(rules))}"]
+    lines += [
+        "scrape_configs:",
+        "  - job_name: limitstream",  # the job the alerts select
+        "    static_configs:",
+        f"      - targets: ['127.0.0.1:{settings.web_port}']",
+    ]
+    config.write_text("\n".join(lines) + "\n")
+    return (f"prometheus --config.file={shlex.quote(str(config))} "
+            f"--storage.tsdb.path={shlex.quote(str(data / 'prometheus'))} "
+            "--web.listen-address=127.0.0.1:9090")
 
 
 @dataclass
@@ -210,6 +242,12 @@ async def _demo(settings: Settings, worker: WorkerProcess, users: int, seconds: 
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def run_demo(settings: Settings, seconds: float = 0.0, users: int = 300,
              interactive: bool = True) -> int:
     def interrupt(*_: object) -> None:
@@ -219,12 +257,15 @@ def run_demo(settings: Settings, seconds: float = 0.0, users: int = 300,
     # finally below, which stops the worker and the broker.
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGHUP, interrupt)
+    if _listening(settings.web_port):
+        print(f"port {settings.web_port} is taken (another worker?): choose the demo worker's "
+              "port with LIMITSTREAM_WEB_PORT", file=sys.stderr, flush=True)
+        return 1
     broker: EmbeddedBroker | None = None
     if settings.uses_embedded_broker:
         broker = EmbeddedBroker.start()
         settings = settings.with_broker(broker.url)
         print(f"embedded broker (Tansu) on {broker.url}", flush=True)
-    settings = replace(settings, web_port=free_port())
     worker: WorkerProcess | None = None
     try:
         asyncio.run(ensure_topics(settings))
@@ -239,6 +280,7 @@ def run_demo(settings: Settings, seconds: float = 0.0, users: int = 300,
         worker.wait_ready(timeout=90)
         print(f"worker ready: metrics {worker.url}/metrics, user view "
               f"{worker.url}/users/<user_id>", flush=True)
+        print(f"monitor it: {prometheus_command(settings)}", flush=True)
         asyncio.run(_demo(settings, worker, users, seconds, interactive))
     except KeyboardInterrupt:
         pass

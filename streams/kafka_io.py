@@ -19,7 +19,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -37,6 +37,9 @@ class LogRecord:
     topic: str
     key: bytes | None
     value: bytes
+    #: The record's timestamp (epoch ms) if the log kept it (``timestamp``, as ``consume``
+    #: prints it): the replay checks event times against it as the worker does. 0: none.
+    timestamp_ms: int = 0
 
 
 def logical_topics(settings: Settings) -> dict[str, str]:
@@ -56,7 +59,9 @@ def parse_log_line(line: bytes | str) -> LogRecord:
         value = base64.b64decode(obj["value_b64"])
     else:
         value = orjson.dumps(obj["value"])
-    return LogRecord(obj["topic"], key.encode() if isinstance(key, str) else None, value)
+    timestamp = obj.get("timestamp")
+    return LogRecord(obj["topic"], key.encode() if isinstance(key, str) else None, value,
+                     timestamp if isinstance(timestamp, int) and timestamp > 0 else 0)
 
 
 def read_log(path: Path) -> Iterator[LogRecord]:
@@ -66,17 +71,51 @@ def read_log(path: Path) -> Iterator[LogRecord]:
                 yield parse_log_line(line)
 
 
+DAY_MS = 86_400_000
+#: Days each topic keeps its records; the audit topic ``decisions`` keeps them for the
+#: settings' ``audit_retention_days`` (years), the snapshots topic is compacted instead.
+RETENTION_DAYS: Final = {
+    "transactions": 7,
+    "repayments": 7,
+    "account_events": 7,
+    "limit_commands": 30,  # operators' commands: kept as long as the outputs they caused
+    "rekeyed": 7,
+    "limit_changes": 30,
+    "account_status": 30,
+    "dead_letter": 30,  # time to fix a producer and re-drive its records
+    "labels": 30,
+}
+
+
 def topic_specs(settings: Settings) -> list[NewTopic]:
-    """Every topic limitstream uses, with its partition count and configuration."""
+    """Every topic limitstream uses, with its partition count and configuration: the one
+    place for them (the worker, ``limitstream topics`` in the compose init and in the
+    Kubernetes job all create topics from here).
+
+    Inputs and outputs are co-partitioned (same count, keyed by user_id); the labels and
+    snapshots topics have one partition (one trainer; the newest snapshot). Durability:
+    ``min.insync.replicas`` (with acks=all a write survives the loss of a broker and is
+    refused rather than kept on a single copy) and no unclean leader election (an
+    out-of-sync replica never becomes leader and drops acknowledged writes).
+    """
     t, n, rf = settings.topics, settings.partitions, settings.replication_factor
-    # Tansu (the embedded broker) and librdkafka clients want explicit retention configs.
-    keep = {"retention.ms": str(7 * 86_400_000), "retention.bytes": "-1"}
-    specs = [NewTopic(name, n, rf, topic_configs=keep) for name in (
-        t.transactions, t.repayments, t.account_events, t.limit_commands, t.rekeyed,
-        t.limit_changes, t.account_status, t.decisions, t.dead_letter)]
-    specs.append(NewTopic(t.labels, 1, rf, topic_configs=keep))
-    specs.append(NewTopic(t.model_snapshots, 1, rf,
-                          topic_configs={"cleanup.policy": "compact", "retention.ms": "-1"}))
+    durable = {"min.insync.replicas": str(settings.topic_min_insync_replicas),
+               "unclean.leader.election.enable": "false"}
+
+    def deleting(days: int) -> dict[str, str]:
+        # Explicit retention: Tansu (the embedded broker) and librdkafka clients want it.
+        return {**durable, "cleanup.policy": "delete", "retention.ms": str(days * DAY_MS),
+                "retention.bytes": "-1"}
+
+    specs = [NewTopic(getattr(t, field), 1 if field == "labels" else n, rf,
+                      topic_configs=deleting(days)) for field, days in RETENTION_DAYS.items()]
+    specs.append(NewTopic(t.decisions, n, rf,
+                          topic_configs=deleting(settings.audit_retention_days)))
+    # Compacted: the latest snapshot per key is what a starting worker reads; a snapshot can
+    # exceed the broker's 1 MiB default record size.
+    specs.append(NewTopic(t.model_snapshots, 1, rf, topic_configs={
+        **durable, "cleanup.policy": "compact", "retention.ms": "-1",
+        "min.compaction.lag.ms": str(DAY_MS), "max.message.bytes": str(16 * 1024 * 1024)}))
     return specs
 
 
@@ -107,7 +146,10 @@ async def produce(settings: Settings, records: Iterable[LogRecord],
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         for rec in records:
-            await producer.send(names.get(rec.topic, rec.topic), rec.value, key=rec.key)
+            # A recorded timestamp is kept (CreateTime), so the worker checks event times
+            # against the same clock as the replay of the log; else the broker sets now.
+            await producer.send(names.get(rec.topic, rec.topic), rec.value, key=rec.key,
+                                timestamp_ms=rec.timestamp_ms or None)
             n += 1
             if rate > 0 and n % 100 == 0:
                 ahead = t0 + n / rate - loop.time()
@@ -141,6 +183,7 @@ async def consume(settings: Settings, topic: str, *, count: int = 0, idle: float
                     except orjson.JSONDecodeError:
                         value = {"value_b64": base64.b64encode(r.value or b"").decode()}
                     yield {"topic": r.topic, "partition": r.partition, "offset": r.offset,
+                           "timestamp": r.timestamp,
                            "key": r.key.decode("utf-8", "replace") if r.key else None,
                            "value": value}
                     seen += 1

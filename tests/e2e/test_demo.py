@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from streams.broker import free_port
+
 pytestmark = pytest.mark.broker
 
 
@@ -24,6 +26,7 @@ def listening(port: int) -> bool:
 def test_demo_shows_decisions_and_stops_cleanly(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIMITSTREAM_")}
     env["LIMITSTREAM_DATA_DIR"] = str(tmp_path / "data")
+    env["LIMITSTREAM_WEB_PORT"] = str(port := free_port())  # the demo honours it
     done = subprocess.run(
         [sys.executable, "-m", "limitstream", "demo", "--plain", "--seconds", "20",
          "--users", "60"],
@@ -40,4 +43,7 @@ def test_demo_shows_decisions_and_stops_cleanly(tmp_path: Path) -> None:
                                 out).group(1))  # type: ignore[union-attr]
     web_port = int(re.search(r"metrics http://127.0.0.1:(\d+)/metrics", out)
                    .group(1))  # type: ignore[union-attr]
+    assert web_port == port
+    assert f"127.0.0.1:{port}" in (tmp_path / "data" / "demo-prometheus.yml").read_text()
+    assert "monitor it: prometheus --config.file=" in out
     assert not listening(broker_port) and not listening(web_port), "left something running"

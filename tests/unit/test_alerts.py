@@ -22,6 +22,7 @@ ALERTS = PROMETHEUS / "alerts.yml"
 ALERTS_TEST = PROMETHEUS / "alerts_test.yml"
 CONFIG = PROMETHEUS / "prometheus.yml"
 RUNBOOK = ROOT / "deploy" / "RUNBOOK.md"
+ALERTMANAGER = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 
 pytestmark = pytest.mark.promtool
 
@@ -71,6 +72,42 @@ def test_promtool_check_config() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_promtool_check_the_local_config_of_the_readme() -> None:
+    # deploy/prometheus/local.yml: the README's "run the monitoring locally" configuration.
+    result = run_promtool("check", "config", "local.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_amtool_checks_the_alertmanager_config() -> None:
+    amtool = shutil.which("amtool")
+    if amtool is None:
+        pytest.fail("amtool is not installed: run `make promtool` (it installs Debian's "
+                    "`prometheus-alertmanager` package)", pytrace=False)
+    result = subprocess.run([amtool, "check-config", str(ALERTMANAGER)], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_the_route_pages_critical_alerts_and_tickets_the_rest() -> None:
+    amtool = shutil.which("amtool")
+    if amtool is None:
+        pytest.fail("amtool is not installed: run `make promtool`", pytrace=False)
+
+    def receiver(*labels: str) -> str:
+        result = subprocess.run([amtool, "config", "routes", "test",
+                                 f"--config.file={ALERTMANAGER}", *labels],
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout.strip()
+
+    for rule in alert_rules():
+        labels = [f"alertname={rule['alert']}",
+                  *(f"{k}={v}" for k, v in rule["labels"].items())]
+        expected = "oncall" if rule["labels"]["severity"] == "critical" else "tickets"
+        assert receiver(*labels) == expected, rule["alert"]
+
+
 def test_promtool_test_rules() -> None:
     result = run_promtool("test", "rules", ALERTS_TEST.name)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -89,6 +126,17 @@ def test_every_alert_has_a_firing_and_a_silent_case() -> None:
     assert names - firing == set(), "alerts never shown to fire"
     assert names - silent == set(), "alerts never shown to stay silent"
     assert (firing | silent) - names == set(), "tests of alerts that do not exist"
+
+
+def test_every_recording_rule_has_a_value_test() -> None:
+    doc = yaml.safe_load(ALERTS.read_text())
+    records = {r["record"] for g in doc["groups"] for r in g["rules"] if "record" in r}
+    assert records, "the SLO recording rules"
+    tests = yaml.safe_load(ALERTS_TEST.read_text())
+    tested = " ".join(case["expr"] for group in tests["tests"]
+                      for case in group.get("promql_expr_test", []))
+    untested = {name for name in records if not re.search(rf"{re.escape(name)}\b", tested)}
+    assert not untested, "recording rules whose value no promql_expr_test checks"
 
 
 def test_every_alert_is_documented_and_links_its_runbook_section() -> None:

@@ -19,7 +19,6 @@ from streams.settings import PREFIX, KafkaSecurity, Settings, Topics
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.kafka.yml"
-CREATE_TOPICS = ROOT / "deploy" / "kafka" / "create-topics.sh"
 SETTINGS_SOURCE = ROOT / "streams" / "settings.py"
 
 WORKERS = ("worker-1", "worker-2")
@@ -153,58 +152,51 @@ def test_three_kraft_brokers_with_the_stated_durability(compose: dict[str, Any])
     assert {v.split("@")[1].split(":")[0] for v in quorum.split(",")} == set(BROKERS)
 
 
-def topic_commands() -> dict[str, tuple[str, str]]:
-    """``create NAME PARTITIONS [--config k=v ...]`` lines of create-topics.sh."""
-    topics = {}
-    text = CREATE_TOPICS.read_text().replace("\\\n", " ")
-    for line in text.splitlines():
-        match = re.match(r"\s*create\s+(\S+)\s+(\S+)(.*)$", line)
-        if match:
-            name, partitions, rest = match.groups()
-            topics[name] = (partitions.strip('"'), rest)
-    return topics
-
-
-def test_topic_creation_creates_every_topic_with_its_partitions_and_configs(
-    compose: dict[str, Any],
-) -> None:
+def test_topic_creation_runs_the_workers_own_topic_code(compose: dict[str, Any]) -> None:
+    """kafka-init runs `limitstream topics` (streams/kafka_io.py topic_specs, as the worker
+    does) with the workers' settings: one place for partitions, retention and durability."""
     init = services(compose)["kafka-init"]
-    env = init["environment"]
-    partitions = str(env["PARTITIONS"])
-    assert int(env["REPLICATION_FACTOR"]) == 3
-    assert int(env["MIN_INSYNC_REPLICAS"]) == 2
-    assert any("create-topics.sh" in str(v) for v in init["volumes"])
+    assert [*init["entrypoint"], *init["command"]] == ["limitstream", "topics"]
+    assert init["build"]["dockerfile"] == "deploy/Dockerfile"
+    assert init["healthcheck"] == {"disable": True}  # not a worker: no /healthz
     for name in BROKERS:
         assert init["depends_on"][name]["condition"] == "service_healthy"
-
-    script = CREATE_TOPICS.read_text()
-    assert "--if-not-exists" in script
-    assert '--replication-factor "$REPLICATION_FACTOR"' in script
-    assert 'min.insync.replicas="$MIN_INSYNC_REPLICAS"' in script
-    assert "unclean.leader.election.enable=false" in script
-
-    topics = topic_commands()
-    every = {getattr(Topics(), f.name) for f in dataclasses.fields(Topics)}
-    assert set(topics) == every, "create-topics.sh must create exactly limitstream's topics"
-    t = Topics()
-    copartitioned = [
-        *t.inputs(),
-        t.limit_changes,
-        t.account_status,
-        t.decisions,
-        t.dead_letter,
-    ]
-    for name in copartitioned:
-        assert topics[name][0] == "$PARTITIONS", f"{name} must be co-partitioned"
-    assert topics[t.labels][0] == "1"
-    assert topics[t.model_snapshots][0] == "1"
-    assert "cleanup.policy=compact" in topics[t.model_snapshots][1]
-    for name, (_, rest) in topics.items():
-        if name != t.model_snapshots:
-            assert "retention.ms=" in rest, f"{name}: state its retention"
-    # The workers partition by the same count as the topics.
+    settings = check_limitstream_env(init["environment"], "kafka-init")
+    assert settings.replication_factor == 3
+    assert settings.topic_min_insync_replicas == 2
+    assert settings.audit_retention_days >= 5 * 365, "the audit trail is kept for years"
     for worker in WORKERS:
-        assert str(services(compose)[worker]["environment"]["LIMITSTREAM_PARTITIONS"]) == partitions
+        worker_settings = check_limitstream_env(services(compose)[worker]["environment"], worker)
+        assert worker_settings.partitions == settings.partitions
+        assert worker_settings.topic_min_insync_replicas == settings.topic_min_insync_replicas
+
+
+def test_restart_policies_and_limits(compose: dict[str, Any]) -> None:
+    every = services(compose)
+    for name in (*BROKERS, *WORKERS, "prometheus", "alertmanager", "grafana"):
+        assert every[name]["restart"] == "unless-stopped", name
+    for name in ("kafka-init", "simulator"):
+        assert every[name]["restart"] == "no", name  # one-shot jobs
+    for name in WORKERS:
+        assert every[name]["mem_limit"] == "2g", name
+        assert float(every[name]["cpus"]) >= 1, name
+    # The simulator does not serve the worker's /healthz that the image's HEALTHCHECK probes.
+    assert every["simulator"]["healthcheck"] == {"disable": True}
+
+
+def test_alertmanager_is_wired_to_prometheus(compose: dict[str, Any]) -> None:
+    am = services(compose)["alertmanager"]
+    assert "./deploy/alertmanager:/etc/alertmanager:ro" in am["volumes"]
+    assert "--config.file=/etc/alertmanager/alertmanager.yml" in am["command"]
+    assert "127.0.0.1:9093:9093" in am["ports"]
+    scrape = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    targets = [t for a in scrape["alerting"]["alertmanagers"]
+               for c in a["static_configs"] for t in c["targets"]]
+    assert targets == ["alertmanager:9093"]
+    routes = yaml.safe_load((ROOT / "deploy" / "alertmanager" / "alertmanager.yml").read_text())
+    receivers = {r["name"] for r in routes["receivers"]}
+    assert routes["route"]["receiver"] in receivers
+    assert {r["receiver"] for r in routes["route"]["routes"]} <= receivers
 
 
 def test_workers_use_only_real_settings(compose: dict[str, Any]) -> None:

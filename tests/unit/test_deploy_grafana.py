@@ -32,6 +32,12 @@ ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 #: Series Prometheus itself writes for every target; used to see a worker that is down.
 PROMETHEUS_SYNTHETIC = frozenset({"up"})
 
+
+def recorded_series() -> frozenset[str]:
+    """The series the recording rules of alerts.yml write."""
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    return frozenset(r["record"] for g in groups for r in g["rules"] if "record" in r)
+
 #: Panels the on-call needs, by title (RUNBOOK.md refers to them by these names).
 REQUIRED_PANELS = (
     "Throughput by topic",
@@ -176,7 +182,7 @@ def test_dashboard_has_the_panels_the_runbook_names() -> None:
 
 
 def test_every_dashboard_expression_names_exported_series() -> None:
-    exported = exported_series()
+    exported = exported_series() | recorded_series()
     seen: set[str] = set()
     for title, expr in dashboard_expressions():
         names = metric_names(expr)
@@ -184,12 +190,17 @@ def test_every_dashboard_expression_names_exported_series() -> None:
         unknown = names - exported
         assert not unknown, f"{title}: unknown series {sorted(unknown)} in {expr!r}"
         seen |= names
-    # The dashboard shows every series of the bundle (at least one sample name of each).
+    # The dashboard shows every series of the bundle (at least one sample name of each), and
+    # the process collectors' memory and CPU.
     registry = CollectorRegistry()
     Metrics.create(registry)
     for family in registry.collect():
+        if not family.name.startswith("limitstream_"):
+            continue  # prometheus-client's standard process/GC/platform collectors
         own = {family.name + suffix for suffix in _SUFFIXES[family.type]}
         assert own & seen, f"{family.name} is on no panel"
+    assert {"process_resident_memory_bytes", "process_cpu_seconds_total"} <= seen
+    assert recorded_series() & seen, "no SLO panel"
 
 
 def test_dashboard_variables_query_exported_series() -> None:
@@ -207,20 +218,23 @@ def test_dashboard_variables_query_exported_series() -> None:
 @pytest.mark.parametrize(
     "rule",
     [
-        pytest.param(rule, id=f"{rule['alert']}-{i}")
+        pytest.param(rule, id=f"{rule.get('alert') or rule['record']}-{i}")
         for i, rule in enumerate(
-            r
-            for g in yaml.safe_load(ALERTS.read_text())["groups"]
-            for r in g["rules"]
-            if "alert" in r
+            r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]
         )
     ],
 )
-def test_every_alert_expression_names_exported_series(rule: dict[str, Any]) -> None:
+def test_every_rule_expression_names_exported_or_recorded_series(rule: dict[str, Any]) -> None:
+    name = rule.get("alert") or rule["record"]
     names = metric_names(rule["expr"])
-    assert names - PROMETHEUS_SYNTHETIC, f"{rule['alert']}: selects no limitstream series"
-    unknown = names - exported_series() - PROMETHEUS_SYNTHETIC
-    assert not unknown, f"{rule['alert']}: unknown series {sorted(unknown)}"
+    # absent(up{job="limitstream"}) is about the targets themselves.
+    if name != "LimitstreamTargetAbsent":
+        assert names - PROMETHEUS_SYNTHETIC, f"{name}: selects no limitstream series"
+    unknown = names - exported_series() - PROMETHEUS_SYNTHETIC - recorded_series()
+    assert not unknown, f"{name}: unknown series {sorted(unknown)}"
+    # A recording rule reads the workers' series, never another rule's.
+    if "record" in rule:
+        assert not names & recorded_series(), name
 
 
 def test_datasource_provisioning() -> None:

@@ -352,3 +352,47 @@ def test_policy_configmap_is_mounted_and_valid(statefulset: Doc, container: Doc)
     assert mounts[name]["readOnly"] is True
     policy = load_policy(K8S / policy_file.name)
     assert len(policy.version) == 64
+
+
+# ------------------------------------------------------------ spread, topics job, alert rules
+
+
+def test_workers_spread_over_nodes_and_zones(statefulset: Doc) -> None:
+    pod = statefulset["spec"]["template"]["spec"]
+    labels = statefulset["spec"]["template"]["metadata"]["labels"]
+    (spread,) = pod["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "topology.kubernetes.io/zone"
+    assert spread["labelSelector"]["matchLabels"] == labels
+    (term,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == labels
+
+
+def test_the_topics_job_runs_the_workers_topic_code_with_their_settings(
+    resources: dict[str, Doc], container: Doc, kustomization: Doc
+) -> None:
+    job = resources["Job"]
+    (topics,) = job["spec"]["template"]["spec"]["containers"]
+    assert topics["command"] == ["limitstream", "topics"]
+    assert topics["image"] == container["image"]
+    assert topics["envFrom"] == container["envFrom"]
+    worker_env = env_by_name(container)
+    for e in topics["env"]:
+        assert e == worker_env[e["name"]], e["name"]  # the same Kafka credentials
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "OnFailure"
+    (config,) = [g for g in kustomization["configMapGenerator"]
+                 if g["name"] == "limitstream-config"]
+    literals = dict(lit.split("=", 1) for lit in config["literals"])
+    settings = check_limitstream_env(literals, "limitstream-config")
+    assert settings.topic_min_insync_replicas == 2
+    assert settings.audit_retention_days >= 5 * 365
+
+
+def test_the_prometheusrule_is_deployed(resources: dict[str, Doc]) -> None:
+    rule = resources["PrometheusRule"]
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert set(rule["spec"]) == {"groups"}
+    names = {r.get("alert") or r.get("record") for g in rule["spec"]["groups"]
+             for r in g["rules"]}
+    assert {"LimitstreamTargetAbsent", "LimitstreamDeadLetterSLOFastBurn",
+            "limitstream:dead_letter_slo_errors:ratio_rate1h"} <= names

@@ -34,7 +34,9 @@ def test_install_faust_monitor_records_into_the_given_registry(
     assert isinstance(app.monitor, PrometheusMonitor)
     names = {metric.name for metric in registry.collect()}
     assert {"faust_messages_received", "faust_topic_partition_end_offset"} <= names
-    assert all(name.startswith(("faust_", "limitstream_")) for name in names)
+    # Besides ours and Faust's, only prometheus-client's standard process/GC/platform series.
+    assert all(name.startswith(("faust_", "limitstream_", "process_", "python_"))
+               for name in names)
     # The monitor's hooks write into our registry.
     app.monitor.count("rebalance")
     sample = registry.get_sample_value("faust_metrics_by_name", {"metric": "rebalance"})
@@ -120,3 +122,18 @@ def test_per_message_series_equal_faust_monitors() -> None:
     assert any(name == "faust_events_runtime_ms_bucket" and v not in (0, 300)
                for (name, _), v in expected.items())
     assert any(name == "faust_topic_partition_end_offset" for name, _ in expected)
+
+
+def test_the_monitor_keeps_the_newest_acknowledged_record_per_partition() -> None:
+    # What the time lag reads (agents/lag.py): offset and Kafka timestamp of the newest
+    # record the agent acknowledged, i.e. applied and stored.
+    monitor = install_faust_monitor(faust.App("t-applied", broker="kafka://127.0.0.1:1"),
+                                    CollectorRegistry())
+    tp = TP("transactions", 3)
+    for offset, ts in ((7, 1_700_000_000.5), (8, 1_700_000_001.25)):
+        message = Message(tp.topic, tp.partition, offset, ts, 0, None, b"k", b"v", None, tp=tp)
+        monitor.on_message_in(tp, offset, message)
+        assert monitor.applied.get(tp) != (offset, ts)  # fetched is not applied
+        monitor.on_message_out(tp, offset, message)
+        assert monitor.applied[tp] == (offset, ts)
+    assert monitor.messages_active == 0  # Faust's own bookkeeping still runs

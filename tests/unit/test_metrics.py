@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import re
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -10,9 +13,17 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from agents.metrics import (
     ACTIONS,
     AGENT_STAGES,
+    DEAD_LETTER_REASONS,
+    DEAD_LETTER_TOPICS,
+    DUPLICATE_CAUSES,
     FALLBACK_REASONS,
+    OTHER,
+    OUTPUT_TOPICS,
+    SENT_RECORDS,
+    SNAPSHOT_REFUSALS,
     Metrics,
 )
+from policies.processor import INPUT_TOPICS
 
 #: The attribute → series name contract other modules and the dashboards rely on.
 Series = Counter | Gauge | Histogram
@@ -43,6 +54,20 @@ EXPECTED: dict[str, tuple[type[Series], str, tuple[str, ...]]] = {
     "snapshots_refused": (Counter, "limitstream_model_snapshots_refused_total", ("reason",)),
     "fallback_decisions": (Counter, "limitstream_fallback_decisions_total", ("reason",)),
     "ready": (Gauge, "limitstream_ready", ()),
+    "consumer_lag_seconds": (Gauge, "limitstream_consumer_lag_seconds", ("topic", "partition")),
+    "group_lag": (Gauge, "limitstream_group_lag", ("topic", "partition")),
+    "assigned_partitions": (Gauge, "limitstream_assigned_partitions", ("topic",)),
+    "topic_partitions": (Gauge, "limitstream_topic_partitions", ("topic",)),
+    "commit_stalled_seconds": (Gauge, "limitstream_commit_stalled_seconds",
+                               ("topic", "partition")),
+    "commit_failures": (Counter, "limitstream_commit_failures_total", ()),
+    "outputs_sent": (Counter, "limitstream_outputs_sent_total", ("topic",)),
+    "send_latency": (Histogram, "limitstream_send_latency_seconds", ("what",)),
+    "send_errors": (Counter, "limitstream_send_errors_total", ("what",)),
+    "out_of_order_events": (Counter, "limitstream_out_of_order_events_total", ()),
+    "order_forced": (Counter, "limitstream_order_forced_total", ("cause",)),
+    "order_buffered": (Gauge, "limitstream_order_buffered", ()),
+    "no_partitions": (Gauge, "limitstream_no_partitions", ()),
 }
 
 
@@ -183,3 +208,94 @@ def test_set_model_keeps_only_the_served_version() -> None:
     assert [(s.labels["version"], s.labels["source"], s.value) for s in samples] == [
         ("def456", "snapshot", 1.0)
     ]
+
+
+# -- label hygiene, closed sets at 0, the standard collectors ----------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def raised_codes() -> set[str]:
+    """Every code the sources give a ``BadInput`` or a ``CommandRejected``."""
+    codes: set[str] = set()
+    for package in ("streams", "policies", "agents"):
+        for path in (ROOT / package).rglob("*.py"):
+            text = path.read_text()
+            codes |= set(re.findall(r"(?:BadInput|CommandRejected)\(\s*\"([a-z_]+)\"", text))
+    return codes
+
+
+def test_every_dead_letter_code_of_the_sources_is_in_the_closed_set() -> None:
+    codes = raised_codes()
+    assert {"malformed_json", "wrong_currency", "unknown_operator"} <= codes  # the scan works
+    assert codes - set(DEAD_LETTER_REASONS) == set()
+
+
+def test_every_snapshot_refusal_of_the_sources_is_in_the_closed_set() -> None:
+    text = (ROOT / "policies" / "snapshot.py").read_text()
+    reasons = set(re.findall(r"(?:SnapshotRejected\(|fail\()\s*\"([a-z_]+)\"", text))
+    assert {"bad_mac", "version_mismatch"} <= reasons  # the scan works
+    assert reasons - set(SNAPSHOT_REFUSALS) == set()
+
+
+def test_labels_taken_from_input_are_mapped_to_their_closed_set() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics.create(registry)
+    # A re-keyed record's source header is input: whatever it says becomes "other".
+    metrics.dead_letters.labels(topic="evil-\u00e9" * 40, reason="bad_rekey_source").inc()
+    metrics.dead_letters.labels("transactions", "no_such_code").inc(2)
+    metrics.snapshots_refused.labels(reason="made_up").inc()
+    metrics.outputs_sent.labels(topic="decisions").inc(3)
+    dead = "limitstream_dead_letters_total"
+    assert registry.get_sample_value(dead, {"topic": OTHER, "reason": "bad_rekey_source"}) == 1
+    assert registry.get_sample_value(dead, {"topic": "transactions", "reason": OTHER}) == 2
+    refused = "limitstream_model_snapshots_refused_total"
+    assert registry.get_sample_value(refused, {"reason": OTHER}) == 1
+    assert registry.get_sample_value("limitstream_outputs_sent_total", {"topic": "decisions"}) == 3
+    topics = {s.labels["topic"] for f in metrics.dead_letters.collect() for s in f.samples}
+    assert topics == {*DEAD_LETTER_TOPICS, OTHER}
+
+
+def test_every_closed_set_of_an_incident_counter_exists_at_zero() -> None:
+    registry = CollectorRegistry()
+    Metrics.create(registry)
+    for topic, reason in itertools.product(DEAD_LETTER_TOPICS, DEAD_LETTER_REASONS):
+        labels = {"topic": topic, "reason": reason}
+        assert registry.get_sample_value("limitstream_dead_letters_total", labels) == 0
+    for topic, cause in itertools.product(INPUT_TOPICS, DUPLICATE_CAUSES):
+        labels = {"topic": topic, "cause": cause}
+        assert registry.get_sample_value("limitstream_duplicates_total", labels) == 0
+    for topic in INPUT_TOPICS:
+        assert registry.get_sample_value("limitstream_rekeyed_total", {"topic": topic}) == 0
+    for reason in SNAPSHOT_REFUSALS:
+        refused = "limitstream_model_snapshots_refused_total"
+        assert registry.get_sample_value(refused, {"reason": reason}) == 0
+    for topic in OUTPUT_TOPICS:
+        assert registry.get_sample_value("limitstream_outputs_sent_total", {"topic": topic}) == 0
+    for what in SENT_RECORDS:
+        assert registry.get_sample_value("limitstream_send_errors_total", {"what": what}) == 0
+        assert registry.get_sample_value(
+            "limitstream_send_latency_seconds_count", {"what": what}) == 0
+
+
+def test_observe_delivery_counts_outputs_by_topic_and_times_the_batch() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics.create(registry)
+    metrics.observe_delivery("outputs", 0.004, {"decisions": 2, "dead-letter": 1})
+    metrics.observe_delivery("states", 0.030)
+    assert registry.get_sample_value("limitstream_outputs_sent_total",
+                                     {"topic": "dead-letter"}) == 1
+    latency = "limitstream_send_latency_seconds_bucket"
+    assert registry.get_sample_value(latency, {"what": "outputs", "le": "0.005"}) == 1
+    assert registry.get_sample_value(latency, {"what": "states", "le": "0.025"}) == 0
+    assert registry.get_sample_value(latency, {"what": "states", "le": "0.05"}) == 1
+
+
+def test_the_registry_has_the_process_and_gc_collectors() -> None:
+    registry = CollectorRegistry()
+    Metrics.create(registry)
+    names = {family.name for family in registry.collect()}
+    assert {"process_resident_memory_bytes", "process_open_fds", "python_gc_collections",
+            "python_info"} <= names
+    resident = registry.get_sample_value("process_resident_memory_bytes")
+    assert resident is not None and resident > 0
