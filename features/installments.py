@@ -219,6 +219,26 @@ def paid_due_ratio(state: FeatureState, now_ts: int) -> float:
     return paid / due if due > 0 else 1.0
 
 
+def monthly_obligation(state: FeatureState, now_ts: int) -> int:
+    """The line's monthly debt service: the mean amount due of the :data:`RATIO_LAST`
+    installments with the latest due dates within 30 days of ``now_ts`` (statements are
+    monthly), whether paid or not; 0 when there are none.
+
+    Examples
+    --------
+    >>> from features.state import new_state
+    >>> s = new_state()
+    >>> on_due(s, InstallmentDue("e1", "u", 0, "i1", 1000, 5 * DAY_MS, "CNY"))
+    >>> on_due(s, InstallmentDue("e2", "u", 0, "i2", 3000, 35 * DAY_MS, "CNY"))
+    >>> monthly_obligation(s, 10 * DAY_MS), monthly_obligation(new_state(), 0)
+    (2000, 0)
+    """
+    horizon = now_ts + 30 * DAY_MS
+    dues = sorted(((r[I_DUE_TS], k, r[I_DUE]) for k, r in state.installments.items()
+                   if r[I_DUE_TS] <= horizon), reverse=True)[:RATIO_LAST]
+    return sum(d for _, _, d in dues) // len(dues) if dues else 0
+
+
 def unpaid_due_by(state: FeatureState, ts: int, *, strict: bool) -> int:
     """Unpaid amount of installments due before ``ts`` (``strict``) or at or before it.
 

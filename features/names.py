@@ -21,7 +21,7 @@ FEATURE_NAMES: Final[tuple[str, ...]] = (
     "inflow_trend",  # (inflow_30d / 32) / (inflow of the 60 days before it / 60); 1.0 = flat
     "income_monthly",  # latest reported (or declared) monthly income
     "liabilities_monthly",  # latest reported monthly debt service elsewhere
-    "debt_to_income",  # (liabilities + installments due in 30 d) / income
+    "debt_to_income",  # (liabilities + mean of the last 3 installments) / income
     "balance",  # outstanding balance on the credit line
     "utilization",  # balance / limit (0 when the limit is 0 and nothing is owed)
     "utilization_peak_30d",
@@ -34,4 +34,5 @@ FEATURE_NAMES: Final[tuple[str, ...]] = (
     "overdue_amount",  # unpaid amount of installments past their due date
     "days_since_open",
     "anomaly_score",  # of the latest transaction, 0..1
+    "anomaly_burst_1h",  # sum of the anomaly scores of the last hour's spends
 )

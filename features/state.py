@@ -15,6 +15,7 @@ field                 content                                              at mo
 ``countries``         foreign country -> last hour bucket seen             8
 ``util_peaks``        [day, utilization bp] pairs, a max-frontier          30
 ``installments``      blake2b-48(installment id) -> record                 12 + 12
+``burst``             minute bucket -> sum of the spends' anomaly scores   60
 ====================  ===================================================  ==========
 
 Serialized with :func:`to_dict` (orjson), a heavy user (20 transactions a day, 30
@@ -102,6 +103,9 @@ class FeatureState:
     countries: dict[str, int] = field(default_factory=dict)
     util_peaks: list[list[int]] = field(default_factory=list)
     installments: dict[int, list[int]] = field(default_factory=dict)
+    #: minute bucket -> sum of the anomaly scores (1e-4 units) of that minute's spends: a burst
+    #: is the last hour's sum, so its own spends cannot hide it by becoming the new normal.
+    burst: dict[int, int] = field(default_factory=dict)
     totals: list[int] = field(default_factory=lambda: [0] * DAY_FIELDS)
 
 
@@ -152,6 +156,7 @@ def clone(state: FeatureState) -> FeatureState:
         countries=s.countries.copy(),
         util_peaks=[p[:] for p in s.util_peaks],
         installments={k: v[:] for k, v in s.installments.items()},
+        burst=s.burst.copy(),
         totals=s.totals[:],
     )
 
@@ -219,6 +224,8 @@ def to_dict(state: FeatureState) -> dict[str, Any]:
         out["up"] = [x for d, bp in s.util_peaks for x in (nd - d, bp)]
     if s.installments:
         out["n"] = [x for k, v in s.installments.items() for x in (k, *v)]
+    if s.burst:
+        out["bu"] = _flat_scalars(s.burst, nm)
     return out
 
 
@@ -264,6 +271,7 @@ def from_dict(d: Mapping[str, Any]) -> FeatureState:
     flat = d.get("n", [])
     step = INST_FIELDS + 1
     s.installments = {flat[i]: flat[i + 1:i + step] for i in range(0, len(flat), step)}
+    s.burst = {nm - off: v for off, v in _pairs(d.get("bu", []))}
     totals = [0] * DAY_FIELDS
     if s.days:
         totals = [sum(col) for col in zip(*s.days.values(), strict=True)]

@@ -167,6 +167,7 @@ def _evict(state: FeatureState, old: int, new: int) -> None:
     nm = new // MINUTE_MS
     if nm != old // MINUTE_MS:
         _drop_keys(state.minutes, nm - MINUTES_SPAN)
+        _drop_keys(state.burst, nm - MINUTES_SPAN)
     nh = new // HOUR_MS
     if nh != old // HOUR_MS:
         _drop_keys(state.hours, nh - HOURS_SPAN)
@@ -260,6 +261,8 @@ def _spend(state: FeatureState, ev: Transaction, limit: int, cfg: FeatureConfig)
                     h[2] = amount
             minute = ts // MINUTE_MS
             if minute > last // MINUTE_MS - MINUTES_SPAN:
+                if units:
+                    state.burst[minute] = state.burst.get(minute, 0) + units
                 m = state.minutes.get(minute)
                 if m is None:
                     state.minutes[minute] = [1, amount, amount]

@@ -16,8 +16,12 @@ whose denominator is 0, or that could explode, are defined and capped at :data:`
   depending on the calendar, and the rate it gave made every new monthly earner look like an
   income drop at about day 60 (the backtest's largest cause of good users cut).
 * ``refund_ratio_30d``: refunds / spend; :data:`RATIO_CAP` when refunds come without spend.
-* ``debt_to_income``: (liabilities + unpaid installments due by ``now_ts`` + 30 d) / income;
-  0 when nothing is owed, :data:`RATIO_CAP` when something is owed and income is 0.
+* ``debt_to_income``: (liabilities + the line's monthly obligation) / income, the obligation
+  being the mean amount due of the :data:`~features.installments.RATIO_LAST` latest
+  installments issued (:func:`~features.installments.monthly_obligation`): smoothed over the
+  statement cycles, so it does not swing from "all paid" after a payment to "all due" at the
+  next statement (which made raises and cuts alternate). 0 when nothing is owed,
+  :data:`RATIO_CAP` when something is owed and income is 0.
 * ``utilization``: balance / ``limit`` (capped at 10, also for a 0 limit with a balance);
   ``utilization_peak_30d``: the largest utilization over the 30 d window, now included
   (per day: before and after each balance change or :func:`~features.update.observe_limit`).
@@ -32,6 +36,9 @@ whose denominator is 0, or that could explode, are defined and capped at :data:`
   the due date / the latest overdue notice or late full payment; 365 if never or longer ago.
 * ``days_since_open``: whole days since ``opened`` (or the first event seen, without one).
 * ``anomaly_score``: of the spend with the latest ``ts`` (:mod:`features.anomaly`).
+* ``anomaly_burst_1h``: the sum of the anomaly scores of the spends of the last 60 minutes
+  (:func:`burst_score`): a burst of unusual spends adds up even as each one makes the next
+  look less unusual.
 
 Examples
 --------
@@ -48,7 +55,12 @@ from __future__ import annotations
 from typing import Final
 
 from features.anomaly import SCALE
-from features.installments import paid_due_ratio, repayment_counts, unpaid_due_by
+from features.installments import (
+    monthly_obligation,
+    paid_due_ratio,
+    repayment_counts,
+    unpaid_due_by,
+)
 from features.names import FEATURE_NAMES
 from features.state import CASH, MAX, NIGHT, REFUND, SUM, XB, FeatureState, N
 from features.update import BP, utilization_bp
@@ -70,8 +82,34 @@ from features.windows import (
 RATIO_CAP: Final = 10.0
 #: "days since" features are capped here, and take this value when the thing never happened.
 DAYS_SINCE_CAP: Final = 365
-#: Horizon of ``debt_to_income``'s installments.
-DTI_HORIZON_MS: Final = 30 * DAY_MS
+
+
+def spend_24h(state: FeatureState, now_ts: int) -> int:
+    """The spend of the 24 hours up to ``now_ts`` (``spend_sum_24h`` without the vector).
+
+    Examples
+    --------
+    >>> from features.state import new_state
+    >>> s = new_state(); s.hours = {0: [1, 500, 500], 30: [2, 900, 600]}
+    >>> spend_24h(s, 30 * HOUR_MS)
+    900
+    """
+    return _spend3(state.hours, now_ts // HOUR_MS, HOURS_SPAN)[1]
+
+
+def burst_score(state: FeatureState, now_ts: int) -> float:
+    """The sum of the anomaly scores of the spends in the 60 minutes up to ``now_ts``.
+
+    Examples
+    --------
+    >>> from features.state import new_state
+    >>> s = new_state(); s.burst = {0: 6_000, 1: 5_000}
+    >>> burst_score(s, 2 * MINUTE_MS), burst_score(s, 60 * MINUTE_MS)
+    (1.1, 0.5)
+    """
+    nm = now_ts // MINUTE_MS
+    lo = nm - MINUTES_SPAN
+    return sum(v for k, v in state.burst.items() if lo < k <= nm) / SCALE
 
 
 def _spend3(buckets: dict[int, list[int]], now: int, span: int) -> tuple[int, int, int]:
@@ -175,8 +213,7 @@ def vector(state: FeatureState, now_ts: int, limit: int) -> dict[str, float]:
 
     out["income_monthly"] = float(s.income)
     out["liabilities_monthly"] = float(s.liabilities)
-    owed = s.liabilities + unpaid_due_by(s, now_ts + DTI_HORIZON_MS, strict=False)
-    out["debt_to_income"] = _ratio(owed, s.income)
+    out["debt_to_income"] = _ratio(s.liabilities + monthly_obligation(s, now_ts), s.income)
     out["balance"] = float(s.balance)
     util_now = utilization_bp(s.balance, limit) / BP if limit <= 0 else min(
         RATIO_CAP, s.balance / limit)
@@ -198,4 +235,5 @@ def vector(state: FeatureState, now_ts: int, limit: int) -> dict[str, float]:
     out["overdue_amount"] = float(unpaid_due_by(s, now_ts, strict=True))
     out["days_since_open"] = float(max(0, (now_ts - start) // DAY_MS))
     out["anomaly_score"] = s.anomaly / SCALE
+    out["anomaly_burst_1h"] = burst_score(s, now_ts)
     return {name: out[name] for name in FEATURE_NAMES}

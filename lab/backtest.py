@@ -21,8 +21,14 @@ Runs
     monthly`` is the value of acting in real time. (A batch policy would also run its own
     state machine at review dates, e.g. a ladder counted in reviews; holding the real-time
     state isolates latency instead.)
+``rules_only``
+    The champion policy in real time on its transparent rule score alone (the model learns
+    but never decides): what the model adds, and what it costs good users.
 ``static``
     The limit granted at opening, for the whole horizon, never suspended: no engine.
+
+The passes are independent: they run in parallel processes (``workers``), and give the same
+figures as one after the other (a test pins it).
 
 Closed loop: authorisation
 --------------------------
@@ -47,13 +53,17 @@ Everything here is deterministic: the same log, truth and policies give the same
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from lab.backtest_metrics import (
     Horizon,
     difference,
+    goals,
+    relative_changes,
     score,
 )
 from lab.backtest_pass import (
@@ -84,30 +94,53 @@ def _marks(t: Mapping[str, Any]) -> dict[str, int]:
 # -- the whole backtest ---------------------------------------------------------------------
 
 
+def _pass(log: Path, truth: Mapping[str, Mapping[str, Any]], name: str, mode: Mode,
+          policy: Policy | None, settings: Settings, watched: set[str],
+          use_model: bool) -> RunResult:
+    """One pass (a top-level function: what a worker process runs)."""
+    return run(log, truth, name, mode, policy, settings, watched, use_model)
+
+
 def backtest(log: Path, truth_file: Path, policy_file: Path,
              challenger_file: Path | None = None, settings: Settings | None = None,
-             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run the champion, the optional challenger and both baselines over ``log``; return the
-    report's data (JSON-able: every figure, every series, the definitions)."""
+             progress: Callable[[str], None] | None = None,
+             workers: int | None = None) -> dict[str, Any]:
+    """Run the champion, the optional challenger, the rules-only policy and both baselines
+    over ``log``; return the report's data (JSON-able: every figure, every series, the
+    definitions). ``workers``: processes running the passes (default: one per core, at most
+    one per pass; 1 runs them in this process)."""
     settings = settings or Settings()
     truth = load_truth(truth_file)
     samples = sample_users(truth)
     watched = {u for us in samples.values() for u in us}
     champion = load_policy(policy_file)
-    plan: list[tuple[str, Mode, Policy | None, Path | None]] = [
-        ("static", Mode.STATIC, None, None),
-        ("monthly", Mode.MONTHLY, champion, policy_file),
-        ("champion", Mode.REALTIME, champion, policy_file),
+    plan: list[tuple[str, Mode, Policy | None, Path | None, bool]] = [
+        ("static", Mode.STATIC, None, None, True),
+        ("monthly", Mode.MONTHLY, champion, policy_file, True),
+        ("rules_only", Mode.REALTIME, champion, policy_file, False),
+        ("champion", Mode.REALTIME, champion, policy_file, True),
     ]
     if challenger_file is not None:
-        plan.append(("challenger", Mode.REALTIME, load_policy(challenger_file), challenger_file))
+        plan.append(("challenger", Mode.REALTIME, load_policy(challenger_file), challenger_file,
+                     True))
+    n = workers if workers is not None else min(len(plan), os.cpu_count() or 1)
     results: dict[str, RunResult] = {}
-    for name, mode, policy, path in plan:
-        if progress:
-            progress(f"{name}: running ({mode.value})")
-        res = run(log, truth, name, mode, policy, settings, watched)
+    if n <= 1:
+        for name, mode, policy, _, use_model in plan:
+            if progress:
+                progress(f"{name}: running ({mode.value})")
+            results[name] = _pass(log, truth, name, mode, policy, settings, watched, use_model)
+    else:
+        # The passes share nothing: each process reads the log itself.
+        with ProcessPoolExecutor(max_workers=n) as pool:
+            futures = {name: pool.submit(_pass, log, truth, name, mode, policy, settings,
+                                         watched, use_model)
+                       for name, mode, policy, _, use_model in plan}
+            for name, fut in futures.items():
+                results[name] = fut.result()
+    for name, _, _, path, _ in plan:
+        res = results[name]
         res.policy_file = path.name if path is not None else ""
-        results[name] = res
         if progress:
             progress(f"{name}: {res.seconds:.1f} s")
     any_run = results["static"]
@@ -118,7 +151,8 @@ def backtest(log: Path, truth_file: Path, policy_file: Path,
         runs[name] = {
             "mode": res.mode.value, "policy_file": res.policy_file,
             "policy_version": res.policy_version, "seconds": res.seconds,
-            "replay": res.replay, "model": res.model, **scored,
+            "uses_model": name != "rules_only" and res.mode is not Mode.STATIC,
+            "replay": res.replay, "model": res.model, "benchmark": res.benchmark, **scored,
         }
     by_persona: dict[str, int] = {}
     for t in truth.values():
@@ -128,6 +162,8 @@ def backtest(log: Path, truth_file: Path, policy_file: Path,
                                             runs["static"]["metrics"]),
         "champion_minus_monthly": difference(runs["champion"]["metrics"],
                                              runs["monthly"]["metrics"]),
+        "champion_minus_rules_only": difference(runs["champion"]["metrics"],
+                                                runs["rules_only"]["metrics"]),
     }
     if "challenger" in runs:
         diffs["challenger_minus_champion"] = difference(runs["challenger"]["metrics"],
@@ -146,9 +182,18 @@ def backtest(log: Path, truth_file: Path, policy_file: Path,
         },
         "settings": {"currency": settings.currency, "model_kind": settings.model_kind,
                      "snapshot_every_labels": settings.snapshot_every_labels},
+        "gate": {"min_labels": champion.model.min_labels, "min_auc": champion.model.min_auc,
+                 "max_log_loss": champion.model.max_log_loss,
+                 "label_dpd": champion.model.label_dpd,
+                 "label_horizon_days": champion.model.label_horizon_days},
         "samples": samples,
         "sample_truth": {u: _marks(truth[u]) for u in sorted(watched)},
         "definitions": dict(DEFINITIONS),
         "runs": {n: runs[n] for n in RUN_ORDER if n in runs},
         "differences": diffs,
+        "changes_vs_baselines": {
+            name: relative_changes(runs[name]["metrics"], runs["static"]["metrics"],
+                                   runs["monthly"]["metrics"])
+            for name in ("rules_only", "champion", "challenger") if name in runs},
+        "goals": goals(runs),
     }

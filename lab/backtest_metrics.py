@@ -19,10 +19,16 @@ from lab.truth import (
     NOT_OPEN,
     RECOVERER,
     STATUSES,
+    THIN,
     is_defaulter,
     is_good,
     personas,
 )
+
+#: Reasons of an anomaly hold (a hold on a good user without a fraud burst is a false hold).
+ANOMALY_HOLDS: Final = frozenset({"SPENDING_BURST", "SEVERE_ANOMALY", "LINE_DRAWN_IN_A_DAY"})
+#: Recoverers cured at least this long before the end can meet the 150-day median goal.
+ELIGIBLE_DAYS: Final = 150
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,19 +148,22 @@ def score(r: RunResult, truth: Mapping[str, Mapping[str, Any]], h: Horizon,
             mix[p.status if p is not None and p.status in mix else NOT_OPEN][k] += 1
             if u in good_set and p is not None:
                 good_open[k] += 1
-                good_limit_sum[k] += p.drawable
+                good_limit_sum[k] += p.drawable_at(g)
     good_mean = [s / n if n else 0.0 for s, n in zip(good_limit_sum, good_open, strict=True)]
     days_open = [m for m, n in zip(good_mean, good_open, strict=True) if n]
     n_susp = n_cut = n_either = 0
     per_persona: dict[str, dict[str, Any]] = {}
     for p_name in personas(truth):
-        per_persona[p_name] = {"users": 0, "suspended": 0, "cut": 0, "declined_amount": 0}
+        per_persona[p_name] = {"users": 0, "suspended": 0, "cut": 0, "held": 0, "raised": 0,
+                               "declined_amount": 0}
     for u in users:
         s, c = _adverse(traj.get(u, []))
         row = per_persona[str(truth[u].get("persona"))]
         row["users"] += 1
         row["suspended"] += int(s)
         row["cut"] += int(c)
+        row["held"] += int(any(p.status == "HOLD_FOR_REVIEW" for p in traj.get(u, [])))
+        row["raised"] += int(u in r.raised_users)
         row["declined_amount"] += r.declined.get(u, [0, 0])[1]
         if u in good_set:
             n_susp += int(s)
@@ -184,7 +193,7 @@ def score(r: RunResult, truth: Mapping[str, Mapping[str, Any]], h: Horizon,
     # Time from recovery to full reinstatement.
     full: list[float] = []
     back: list[float] = []
-    recoverers = affected = censored = back_censored = 0
+    recoverers = affected = censored = back_censored = eligible = eligible_restored = 0
     for u in users:
         t_u = truth[u]
         rec = t_u.get("recovers_ts")
@@ -206,19 +215,36 @@ def score(r: RunResult, truth: Mapping[str, Mapping[str, Any]], h: Horizon,
         if all(whole(p) for p in window):
             continue
         affected += 1
-        restored = _restored_from(t, int(rec), whole)
-        if restored is None:
+        # Cured early enough for the goal's median (150 days) to fit inside the horizon.
+        in_time = int(rec) + ELIGIBLE_DAYS * DAY_MS <= h.end
+        eligible += int(in_time)
+        restored_at = _restored_from(t, int(rec), whole)
+        if restored_at is None:
             censored += 1
         else:
-            full.append((restored - int(rec)) / DAY_MS)
+            full.append((restored_at - int(rec)) / DAY_MS)
+            eligible_restored += int(in_time)
         drawable = _restored_from(t, int(rec), lambda p: p.drawable > 0)
         if drawable is None:
             back_censored += 1
         else:
             back.append((drawable - int(rec)) / DAY_MS)
-    reinstatement = {"recoverers": recoverers, "affected": affected, **_days(full),
-                     "censored": censored,
+    restored = affected - censored
+    reinstatement: dict[str, Any] = {"recoverers": recoverers, "affected": affected, **_days(full),
+                     "censored": censored, "restored_share": _share(restored, affected),
+                     "eligible": eligible, "eligible_restored": eligible_restored,
+                     "eligible_restored_share": _share(eligible_restored, eligible),
                      "credit_back": {**_days(back), "censored": back_censored}}
+
+    # Harms the goals name: suspensions of users never past due, thin files, false holds.
+    never_late = [u for u in good if u not in r.first_overdue]
+    thin = [u for u in good if truth[u].get("persona") == THIN]
+    non_fraud = [u for u in good if truth[u].get("fraud_burst_ts") is None]
+    susp_never_late = sum(1 for u in never_late if _adverse(traj.get(u, []))[0])
+    thin_susp = sum(1 for u in thin if _adverse(traj.get(u, []))[0])
+    false_holds = sum(1 for u in non_fraud if any(
+        p.action == "HOLD_LINE" and p.reason in ANOMALY_HOLDS for p in traj.get(u, [])))
+    good_raised = len(r.raised_users & good_set)
 
     fraud_auth = sum(v[0] for v in r.fraud_spend.values())
     fraud_decl = sum(v[1] for v in r.fraud_spend.values())
@@ -242,11 +268,28 @@ def score(r: RunResult, truth: Mapping[str, Mapping[str, Any]], h: Horizon,
             "suspended_or_cut": n_either,
             "suspended_or_cut_share": _share(n_either, ng),
             "declined_amount": sum(r.declined.get(u, [0, 0])[1] for u in good),
+            "never_past_due": len(never_late),
+            "suspended_never_past_due": susp_never_late,
+            "suspended_never_past_due_share": _share(susp_never_late, len(never_late)),
+            "thin_file": len(thin),
+            "thin_file_suspended": thin_susp,
+            "thin_file_suspended_share": _share(thin_susp, len(thin)),
+            "non_fraud": len(non_fraud),
+            "false_holds": false_holds,
+            "false_holds_share": _share(false_holds, len(non_fraud)),
+            "raised": good_raised,
+            "raised_share": _share(good_raised, ng),
         },
+        "raises": {"count": r.raises[0], "amount_total": r.raises[1],
+                   "mean_size": round(r.raises[1] / r.raises[0]) if r.raises[0] else None,
+                   "users": len(r.raised_users)},
+        "reasons": {a: dict(sorted(v.items(), key=lambda kv: -kv[1]))
+                    for a, v in sorted(r.reasons.items())},
         "time_to_suspension": time_to_suspension,
         "time_to_reinstatement": reinstatement,
         "fraud": {"bursts": len(r.fraud_spend), "spend_authorised": fraud_auth,
-                  "spend_declined": fraud_decl},
+                  "spend_declined": fraud_decl,
+                  "authorised_share": _share(fraud_auth, fraud_auth + fraud_decl)},
         "declined": {"count": sum(v[0] for v in r.declined.values()),
                      "amount": sum(v[1] for v in r.declined.values())},
         "by_persona": per_persona,
@@ -256,6 +299,7 @@ def score(r: RunResult, truth: Mapping[str, Mapping[str, Any]], h: Horizon,
         "state_mix": mix,
         "good_mean_limit": [round(x) for x in good_mean],
         "quality": [list(q) for q in r.quality],
+        "decisions_by_source": {str(d): v for d, v in sorted(r.sources.items())},
         "time_to_suspension_days": {g: [round(x, 3) for x in sorted(v)] for g, v in tts.items()},
         "samples": {
             u: {"limit": [[p.ts, p.drawable, p.status, p.stage] for p in traj.get(u, [])],
@@ -314,3 +358,87 @@ HEADLINE: Final = (
     ("fraud.spend_authorised", "fraud-burst spend authorised", "money", "lower"),
     ("declined.amount", "spend declined (all users)", "money", "neither"),
 )
+
+
+def _pct_change(x: float | int | None, base: float | int | None) -> float | None:
+    if x is None or base is None or base == 0:
+        return None
+    return round(100.0 * (x - base) / base, 2)
+
+
+#: The figures whose change against the baselines the report states, in percent.
+CHANGED: Final = ("defaulters.loss_total", "good_users.mean_limit", "good_users.declined_amount",
+                  "good_users.suspended", "good_users.cut_not_suspended", "fraud.spend_authorised")
+
+
+def relative_changes(m: Mapping[str, Any], static: Mapping[str, Any],
+                     monthly: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
+    """Per figure of :data:`CHANGED`, the change in percent against the static limit and the
+    monthly review (``None`` where the baseline is 0: a change from nothing has no ratio)."""
+    a, s, mo = _numbers(m), _numbers(static), _numbers(monthly)
+    return {k: {"vs_static_pct": _pct_change(a.get(k), s.get(k)),
+                "vs_monthly_pct": _pct_change(a.get(k), mo.get(k))} for k in CHANGED}
+
+
+def _goal(name: str, measured: float | None, target: str, met: bool | None) -> dict[str, Any]:
+    return {"goal": name, "measured": measured, "target": target, "met": met}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else round(a / b, 4)
+
+
+def _le(x: float | None, bound: float) -> bool | None:
+    return None if x is None else x <= bound
+
+
+def goals(runs: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Issue 17's "Done when" goals, measured on the champion (``met`` is ``None`` when the
+    figure cannot be computed: a gap, not a pass)."""
+    champ, static = runs["champion"]["metrics"], runs["static"]["metrics"]
+    rules = runs["rules_only"]["metrics"]
+    g, sg = champ["good_users"], static["good_users"]
+    loss = _ratio(champ["defaulters"]["loss_total"], static["defaulters"]["loss_total"])
+    limit = _ratio(g["mean_limit"], sg["mean_limit"])
+    declined, declined_static = g["declined_amount"], sg["declined_amount"]
+    rei = champ["time_to_reinstatement"]
+    bench = runs["champion"].get("benchmark") or {}
+    online = bench.get("online_roc_auc")
+    beats = (champ["defaulters"]["loss_total"] < rules["defaulters"]["loss_total"]
+             and g["suspended"] <= rules["good_users"]["suspended"]
+             and g["cut_not_suspended"] <= rules["good_users"]["cut_not_suspended"]
+             and g["mean_limit"] >= rules["good_users"]["mean_limit"]
+             and g["declined_amount"] <= rules["good_users"]["declined_amount"])
+    return [
+        _goal("loss on defaulters / static's", loss, "<= 0.50", _le(loss, 0.5)),
+        _goal("good users' mean drawable limit / static's", limit, ">= 1.05",
+              None if limit is None else limit >= 1.05),
+        _goal("good users' spend declined / static's (static declined "
+              f"{declined_static})", _ratio(declined, declined_static), "<= 2",
+              declined <= 2 * declined_static),
+        _goal("good users never past due who were suspended (share)",
+              g["suspended_never_past_due_share"], "<= 0.01",
+              _le(g["suspended_never_past_due_share"], 0.01)),
+        _goal("thin-file good users suspended (share)", g["thin_file_suspended_share"],
+              "<= 0.02", _le(g["thin_file_suspended_share"], 0.02)),
+        _goal("fraud-burst spend authorised (share)", champ["fraud"]["authorised_share"],
+              "<= 0.30", _le(champ["fraud"]["authorised_share"], 0.3)),
+        _goal("false holds on good non-fraud users (share)", g["false_holds_share"], "<= 0.01",
+              _le(g["false_holds_share"], 0.01)),
+        _goal("recovered customers back to ACTIVE at full limit (share)",
+              rei["restored_share"], ">= 0.70",
+              None if rei["restored_share"] is None else rei["restored_share"] >= 0.7),
+        _goal("... of those cured >= 150 days before the end (share)",
+              rei["eligible_restored_share"], ">= 0.70",
+              None if rei["eligible_restored_share"] is None
+              else rei["eligible_restored_share"] >= 0.7),
+        _goal("cure to full limit, median days", rei["median_days"], "<= 150",
+              _le(rei["median_days"], 150)),
+        _goal("prequential ROC AUC, current-at-issue labels (later half)", online, ">= 0.75",
+              None if online is None else online >= 0.75),
+        _goal("offline (hindsight) AUC - prequential AUC", bench.get("gap"), "<= 0.03",
+              _le(bench.get("gap"), 0.03)),
+        _goal("model policy beats rules-only on loss without more harm to good users",
+              None, "loss lower; suspended, cut, declined no higher; mean limit no lower",
+              beats),
+    ]

@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 
+from features.windows import DAY_MS
+from lab.benchmark import benchmark
 from lab.learning import InProcessLearning
 from lab.replay import CHUNK, Replay
 from lab.truth import (
@@ -20,8 +22,8 @@ from lab.truth import (
     SPEND,
     is_defaulter,
 )
-from policies.engine import DECISIONS
-from policies.engine_factory import engine_for
+from policies.engine import DECISIONS, Engine
+from policies.engine_factory import engine_for, feature_config
 from policies.spec import Policy
 from streams.codec import Limits
 from streams.kafka_io import LogRecord, parse_log_line
@@ -43,10 +45,19 @@ class Point:
     status: str
     stage: int
     action: str
+    reason: str = ""  #: the decision's first reason code ("" for baselines and reviews)
+    hold_until: int = 0  #: HOLD_FOR_REVIEW: when core banking lifts the hold by itself
 
     @property
     def drawable(self) -> int:
         return self.limit if self.status in DRAWABLE else 0
+
+    def drawable_at(self, ts: int) -> int:
+        """The drawable limit at ``ts``: an anomaly hold past its declared end no longer
+        holds (core banking lifts it; limitstream records the release at the next event)."""
+        if self.status == "HOLD_FOR_REVIEW" and 0 < self.hold_until <= ts:
+            return self.limit
+        return self.drawable
 
 
 @dataclass(slots=True)
@@ -73,6 +84,14 @@ class RunResult:
     fraud_spend: dict[str, list[int]] = field(default_factory=dict)
     #: (event ts, labels learnt, rolling ROC AUC, rolling log loss) at each model snapshot.
     quality: list[tuple[int, int, float, float]] = field(default_factory=list)
+    #: Per action, per first reason code: how many decisions (the officer's "why").
+    reasons: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: Per day of the horizon (days since the first event): decisions by risk source.
+    sources: dict[int, dict[str, int]] = field(default_factory=dict)
+    #: Raises: [count, total amount] and the users raised.
+    raises: list[int] = field(default_factory=lambda: [0, 0])
+    raised_users: set[str] = field(default_factory=set)
+    benchmark: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
     replay: dict[str, Any] = field(default_factory=dict)
 
@@ -106,7 +125,8 @@ class _Pass:
     """One pass over the log: authorisation, ledger, engine (if any), trajectories."""
 
     def __init__(self, name: str, mode: Mode, truth: Mapping[str, Mapping[str, Any]],
-                 watched: set[str], policy: Policy | None, settings: Settings) -> None:
+                 watched: set[str], policy: Policy | None, settings: Settings,
+                 use_model: bool = True) -> None:
         self.mode = mode
         self.truth = truth
         self.watched = watched
@@ -127,8 +147,13 @@ class _Pass:
         self.learning: InProcessLearning | None = None
         if policy is not None and mode is not Mode.STATIC:
             engine, scorer = engine_for(policy, settings)
+            if not use_model:
+                # The rules-only policy: the model still learns (its quality is reported), the
+                # decisions never read it.
+                engine = Engine.rules_only(policy, feature_config(settings), settings.currency)
             self.learning = InProcessLearning(scorer, settings.model_kind,
-                                              settings.snapshot_every_labels)
+                                              settings.snapshot_every_labels,
+                                              keep_examples=True)
             self.replay = Replay(engine, Limits(settings.currency, settings.max_message_bytes),
                                  self.learning)
             self.result.policy_version = policy.version
@@ -140,7 +165,8 @@ class _Pass:
         traj = self.result.trajectories.setdefault(uid, [])
         last = traj[-1] if traj else None
         if (last is None or p.action == "OPEN"
-                or (last.limit, last.status, last.stage) != (p.limit, p.status, p.stage)):
+                or (last.limit, last.status, last.stage, last.hold_until)
+                != (p.limit, p.status, p.stage, p.hold_until)):
             traj.append(p)
         self.card[uid] = p
 
@@ -183,8 +209,22 @@ class _Pass:
             if o.topic != DECISIONS:
                 continue
             v = o.value
+            reasons = v["reasons"]
             p = Point(int(v["ts"]), int(v["new_limit"]), str(v["new_status"]),
-                      int(v["new_stage"]), str(v["action"]))
+                      int(v["new_stage"]), str(v["action"]), str(reasons[0]) if reasons else "",
+                      int(v.get("hold_until_ts", 0)))
+            r = self.result
+            if p.action != "HOLD":
+                by = r.reasons.setdefault(p.action, {})
+                by[p.reason] = by.get(p.reason, 0) + 1
+            day = (p.ts - r.first_ts) // DAY_MS
+            src = r.sources.setdefault(day, {})
+            key = str(v["risk_source"])
+            src[key] = src.get(key, 0) + 1
+            if p.action == "RAISE":
+                r.raises[0] += 1
+                r.raises[1] += int(v["new_limit"]) - int(v["old_limit"])
+                r.raised_users.add(o.key)
             if self.mode is Mode.REALTIME:
                 self._show(o.key, p)
             elif p.action == "OPEN" and o.key not in self.card:
@@ -239,15 +279,16 @@ class _Pass:
         if topic == "transactions" and kind in SPEND and amount is not None and amount > 0:
             self._sync(uid)
             card = self.card.get(uid)
-            ok = card is None or led.balance + amount <= card.drawable
+            ok = card is None or led.balance + amount <= card.drawable_at(ts)
             burst = self.bursts.get(uid)
             in_burst = burst is not None and burst[0] <= ts <= burst[1]
             if in_burst:
                 r.fraud_spend.setdefault(uid, [0, 0])[0 if ok else 1] += amount
             if not ok:
-                d = r.declined.setdefault(uid, [0, 0])
-                d[0] += 1
-                d[1] += amount
+                if not in_burst:  # a declined fraud is not the customer's spend declined
+                    d = r.declined.setdefault(uid, [0, 0])
+                    d[0] += 1
+                    d[1] += amount
                 mcc, country = str(value.get("merchant_category")), str(value.get("country"))
                 led.declined.setdefault((mcc, country), []).append(amount)
                 return
@@ -297,8 +338,8 @@ class _Pass:
                         "decisions": s.decisions, "labels": s.labels,
                         "by_action": dict(sorted(s.by_action.items()))}
             rep = self.learning.report()
-            rep.pop("calibration", None)
             r.model = rep
+            r.benchmark = benchmark(self.learning.examples)
         return r
 
 
@@ -322,10 +363,11 @@ def _read(log: Path) -> Iterator[tuple[str, str, dict[str, Any] | None, LogRecor
 
 def run(log: Path, truth: Mapping[str, Mapping[str, Any]], name: str, mode: Mode,
         policy: Policy | None = None, settings: Settings | None = None,
-        watched: set[str] | None = None) -> RunResult:
-    """One pass of ``mode`` over ``log``."""
+        watched: set[str] | None = None, use_model: bool = True) -> RunResult:
+    """One pass of ``mode`` over ``log`` (``use_model=False``: the policy on its rule score
+    alone)."""
     t0 = time.perf_counter()
-    p = _Pass(name, mode, truth, watched or set(), policy, settings or Settings())
+    p = _Pass(name, mode, truth, watched or set(), policy, settings or Settings(), use_model)
     for topic, key, value, raw in _read(log):
         p.feed(topic, key, value, raw)
     result = p.finish()

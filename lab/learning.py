@@ -17,7 +17,8 @@ from policies.scorer import Scorer, Trainer
 
 
 class InProcessLearning:
-    def __init__(self, scorer: Scorer, kind: str = "logistic", snapshot_every: int = 200) -> None:
+    def __init__(self, scorer: Scorer, kind: str = "logistic", snapshot_every: int = 200,
+                 keep_examples: bool = False) -> None:
         self.scorer = scorer
         self.trainer = Trainer(kind)
         self.snapshot_every = snapshot_every
@@ -25,6 +26,11 @@ class InProcessLearning:
         self.snapshots = 0
         #: (labels learnt, rolling ROC AUC, rolling log loss) at each snapshot: quality over time.
         self.history: list[tuple[int, float, float]] = []
+        #: With ``keep_examples``, every label learnt, in order: (features at issue, label, the
+        #: trainer's prequential score before learning it, thin file), the honest benchmark's
+        #: material (the backtest keeps them; a replay of a large log would not fit them).
+        self.keep_examples = keep_examples
+        self.examples: list[tuple[dict[str, float], int, float, bool]] = []
 
     def observe(self, outputs: Iterable[Output]) -> None:
         """Learn the labels among ``outputs``, in order."""
@@ -32,7 +38,12 @@ class InProcessLearning:
             if out.topic != LABELS:
                 continue
             self.offset += 1
-            learnt = self.trainer.learn(out.value["x"], int(out.value["label"]), self.offset)
+            x, y, segment = out.value["x"], int(out.value["label"]), out.value.get("segment")
+            # What learn() judges: the score before learning (computed only when kept).
+            p = self.trainer.model.score(x) if self.keep_examples else 0.0
+            learnt = self.trainer.learn(x, y, self.offset, segment=segment)
+            if learnt and self.keep_examples:
+                self.examples.append((x, y, p, segment == "current_thin"))
             # At every multiple of the cadence, as the live trainer does.
             if learnt and self.trainer.model.n_learned % self.snapshot_every == 0:
                 self.publish()
@@ -58,4 +69,7 @@ class InProcessLearning:
             "prequential_log_loss": q.log_loss,
             "drift_detections": q.drift_detected_count,
             "calibration": list(calibration),
+            "segments": {name: {"n": s.n, "roc_auc": s.roc_auc if s.n else None,
+                                "log_loss": s.log_loss if s.n else None}
+                         for name, s in self.trainer.segments.items()},
         }

@@ -30,21 +30,22 @@ refunds, cash advances, trips abroad and cross-border online purchases;
 ``overdue`` notice at 1, 5, 10, 15, 20, 30, 60, 90, ... days past due while an installment
 is unpaid.
 
-``steady_payer`` (40 %)
+``steady_payer`` (36 %)
     Stable monthly salary, moderate spending (15-35 % of income), mostly pays the whole
     statement balance, always before the due date. Never overdue.
 ``growing_earner`` (12 %)
     Income rises 2-5 % a month plus one raise of 10-30 %; spending (45-70 % of income)
     rises with it; revolves (pays 1.2-2x the installment), so utilization is high. Always
     on time: the user who deserves increases.
-``income_collapse`` (8 %)
+``income_collapse`` (5 %)
     Normal until a random collapse day: the salary stops (odd-job inflows worth ~15 % of it
     remain), purchases halve and cash advances (MCC ``6011``) every few days draw the line
     down. The first statement issued five or more days after the collapse is never paid
     (``default_ts``: its due date) — maybe a token partial payment — nor is any later one;
     the notices climb through 30 and 60 days past due. ``defaults`` is true when the
-    30-days-past-due point falls inside the horizon.
-``recovering_misser`` (10 %)
+    30-days-past-due point falls inside the horizon (so for every persona that stops
+    paying).
+``recovering_misser`` (8 %)
     A revolver whose income dips around a random day: the next one or two installments are
     paid 5-20 days late (``overdue`` notices at 1, 5 and up to 20 dpd, then ``paid`` of the
     full arrears); afterwards (``recovers_ts``: the last arrears payment) always on time.
@@ -56,9 +57,30 @@ is unpaid.
 ``thin_file`` (10 %)
     A new account opened late in the horizon (55-85 % of it), a low limit, often no
     declared income, irregular small inflows and few transactions. On time.
-``seasonal_spender`` (15 %)
+``seasonal_spender`` (16 %)
     Spends 2.5-4x as much in one or two peak months of the horizon (revolving then), pays on
     time.
+``over_indebted_drifter`` (3 %)
+    A revolver whose income never falls: from a random day their spending climbs (+2 % a
+    day, compounding on the plan), they pay only the installment due, report rising debt
+    elsewhere and take occasional cash advances; 60-120 days later they stop paying (the
+    first statement after that day is never paid, like ``income_collapse``).
+``bust_out`` (1 %)
+    A new account (opened at 20-60 % of the horizon) that behaves for 20-40 days, then maxes
+    the line in two or three days (purchases in everyday categories and cash advances) and
+    never makes a payment again.
+``technical_late`` (4 %)
+    A steady payer whose one installment is paid 1-3 days late, in full, for a technical
+    reason (a changed bank account, a holiday); on time otherwise. Never defaults.
+
+Shares, and how they compare with public figures: 9 % of the users stop paying within the
+year (``income_collapse``, ``over_indebted_drifter``, ``bust_out``), about twice the annual
+charge-off rate of US bank credit-card loans (between about 2.5 % and 4.7 % a year over
+2015-2024, Federal Reserve Board, *Charge-Off and Delinquency Rates on Loans and Leases at
+Commercial Banks*): a stressed portfolio, so that a few thousand users hold enough
+defaults to measure. 5 % of the users have a fraudulent burst, far above the share of
+cardholders defrauded in a year; it is sized for the fraud figures to have enough bursts,
+not calibrated.
 """
 
 from __future__ import annotations
@@ -81,18 +103,27 @@ RECOVERER: Final = "recovering_misser"
 FRAUD: Final = "fraud_burst"
 THIN: Final = "thin_file"
 SEASONAL: Final = "seasonal_spender"
+DRIFTER: Final = "over_indebted_drifter"
+BUST_OUT: Final = "bust_out"
+TECHNICAL: Final = "technical_late"
 #: Every persona, in the fixed order in which a user's persona is drawn.
-PERSONAS: Final = (STEADY, GROWER, COLLAPSE, RECOVERER, FRAUD, THIN, SEASONAL)
+PERSONAS: Final = (STEADY, GROWER, COLLAPSE, RECOVERER, FRAUD, THIN, SEASONAL, DRIFTER,
+                   BUST_OUT, TECHNICAL)
 #: Personas that never miss a payment.
 ON_TIME_PERSONAS: Final = frozenset({STEADY, GROWER, FRAUD, THIN, SEASONAL})
+#: Personas who stop paying (their default may fall just past the horizon).
+DEFAULTING_PERSONAS: Final = frozenset({COLLAPSE, DRIFTER, BUST_OUT})
 DEFAULT_MIX: Final[Mapping[str, float]] = MappingProxyType({
-    STEADY: 0.40,
+    STEADY: 0.36,
     GROWER: 0.12,
-    COLLAPSE: 0.08,
-    RECOVERER: 0.10,
+    COLLAPSE: 0.05,
+    RECOVERER: 0.08,
     FRAUD: 0.05,
     THIN: 0.10,
-    SEASONAL: 0.15,
+    SEASONAL: 0.16,
+    DRIFTER: 0.03,
+    BUST_OUT: 0.01,
+    TECHNICAL: 0.04,
 })
 
 #: Merchant categories of everyday spending: (MCC, typical ticket in major units, popularity).

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,15 +22,17 @@ from features.windows import DAY_MS
 from lab.backtest_metrics import HEADLINE
 from lab.truth import NOT_OPEN, STATUSES
 
-COLORS: Final = {"static": "#7f7f7f", "monthly": "#ff7f0e", "champion": "#1f77b4",
-                 "challenger": "#2ca02c"}
+COLORS: Final = {"static": "#7f7f7f", "monthly": "#ff7f0e", "rules_only": "#9467bd",
+                 "champion": "#1f77b4", "challenger": "#2ca02c"}
 STATUS_COLORS: Final = {"ACTIVE": "#4c9a2a", "PROBATION": "#f2c14e", "SUSPENDED": "#d1495b",
-                        "FROZEN": "#5b8bd1", "CLOSED": "#444444", NOT_OPEN: "#dddddd"}
+                        "FROZEN": "#5b8bd1", "HOLD_FOR_REVIEW": "#9b5de5", "CLOSED": "#444444",
+                        NOT_OPEN: "#dddddd"}
 #: The challenger is dashed: where it agrees with the champion, both stay visible.
-STYLES: Final = {"challenger": "--"}
+STYLES: Final = {"challenger": "--", "rules_only": ":"}
 LABELS: Final = {
     "static": "static limit",
     "monthly": "monthly batch review",
+    "rules_only": "rules only (model off, real time)",
     "champion": "champion (real time)",
     "challenger": "challenger (real time)",
 }
@@ -80,7 +83,8 @@ def _e(s: object) -> str:
     return html.escape(str(s), quote=False)
 
 
-def _png(draw: Callable[[Any], None], size: tuple[float, float]) -> str:
+def _png(draw: Callable[[Any], None], size: tuple[float, float], alt: str) -> str:
+    """A plot as an inline PNG; ``alt`` says what it shows, for a reader who cannot see it."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=size, dpi=100, layout="constrained")
@@ -88,7 +92,7 @@ def _png(draw: Callable[[Any], None], size: tuple[float, float]) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     b64 = base64.b64encode(buf.getvalue()).decode("ascii")
-    return f'<img alt="" src="data:image/png;base64,{b64}">'
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{b64}">'
 
 
 # -- plots ----------------------------------------------------------------------------------
@@ -115,7 +119,8 @@ def _plot_losses(runs: Mapping[str, Any]) -> str:
         ax.margins(y=0.2)
         ax.legend(fontsize=8)
 
-    return _png(draw, (9, 4))
+    return _png(draw, (9, 4), "Bar chart per run: defaulters' loss (balance at default), "
+                "their limits at default and their balance at the end, in major units.")
 
 
 def _plot_good_credit(runs: Mapping[str, Any]) -> str:
@@ -140,7 +145,8 @@ def _plot_good_credit(runs: Mapping[str, Any]) -> str:
             axes[1].set_ylabel("challenger - champion")
         axes[-1].set_xlabel("day of the horizon")
 
-    return _png(draw, (9, 5.5 if challenger else 3.5))
+    return _png(draw, (9, 5.5 if challenger else 3.5), "Line chart over the days of the "
+                "horizon: the mean drawable limit of the good users with an open account, per run.")
 
 
 def _plot_state_mix(runs: Mapping[str, Any]) -> str:
@@ -175,7 +181,9 @@ def _plot_state_mix(runs: Mapping[str, Any]) -> str:
             ax.set_title("challenger - champion", fontsize=9)
             ax.set_xlabel("day")
 
-    return _png(draw, (3.2 * panels + 1, 3.8))
+    return _png(draw, (3.2 * panels + 1, 3.8), "Stacked area charts, one per run: the number "
+                "of accounts in each status (ACTIVE, PROBATION, SUSPENDED, HOLD_FOR_REVIEW, "
+                "FROZEN, CLOSED, not yet open) over the days of the horizon.")
 
 
 def _plot_time_to_suspension(runs: Mapping[str, Any]) -> str:
@@ -200,7 +208,8 @@ def _plot_time_to_suspension(runs: Mapping[str, Any]) -> str:
         if axes[0].get_legend_handles_labels()[0]:
             axes[0].legend(fontsize=8)
 
-    return _png(draw, (10, 3.6))
+    return _png(draw, (10, 3.6), "Distribution per run of the days from a user's first "
+                "overdue notice to their suspension, for defaulters and recovering missers.")
 
 
 def _plot_samples(data: Mapping[str, Any], runs: Mapping[str, Any]) -> str:
@@ -248,30 +257,133 @@ def _plot_samples(data: Mapping[str, Any], runs: Mapping[str, Any]) -> str:
         handles, labels = axes[0][0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8)
 
-    return _png(draw, (11, 2.3 * nrows + 0.6))
+    return _png(draw, (11, 2.3 * nrows + 0.6), "Step charts for sample users of each persona: "
+                "the drawable limit per run over time, the champion's balance in grey, and the "
+                "ground-truth events (collapse, default, recovery, fraud burst) as dotted lines.")
 
 
-def _plot_quality(runs: Mapping[str, Any], start: int) -> str:
+def _plot_quality(runs: Mapping[str, Any], start: int, gate: Mapping[str, Any]) -> str:
     engine_runs = {n: r for n, r in runs.items() if r["series"]["quality"]}
     if not engine_runs:
         return "<p>No model snapshot was taken (too few labels).</p>"
 
     def draw(fig: Any) -> None:
-        ax1, ax2 = fig.subplots(1, 2)
+        ax1, ax2, ax3 = fig.subplots(1, 3)
         for n, r in engine_runs.items():
             q = r["series"]["quality"]
             xs = [(p[0] - start) / DAY_MS for p in q]
             style = {"color": COLORS.get(n), "label": LABELS.get(n, n), "marker": ".",
                      "ms": 3, "ls": STYLES.get(n, "-")}
-            ax1.plot(xs, [p[2] for p in q], **style)
+            # The rolling AUC reads 0.0 while its window lacks a class: undefined, a gap.
+            ax1.plot(xs, [p[2] if p[2] > 0 else math.nan for p in q], **style)
             ax2.plot(xs, [p[3] for p in q], **style)
+        ax1.axhline(gate["min_auc"], color="#999", ls="--", lw=1, label="gate: min_auc")
+        ax2.axhline(gate["max_log_loss"], color="#999", ls="--", lw=1,
+                    label="gate: max_log_loss")
         ax1.set_title("rolling prequential ROC AUC", fontsize=9)
         ax2.set_title("rolling prequential log loss", fontsize=9)
         for ax in (ax1, ax2):
             ax.set_xlabel("day (at each model snapshot)")
-        ax1.legend(fontsize=8)
+        ax1.legend(fontsize=7)
+        ax2.legend(fontsize=7)
+        champ = runs.get("champion")
+        if champ is not None:
+            src = champ["series"].get("decisions_by_source", {})
+            days = sorted(int(d) for d in src)
+            model = [src[str(d)].get("model", 0) for d in days]
+            rules = [src[str(d)].get("rules", 0) for d in days]
+            ax3.stackplot(days, model, rules, labels=["model decided", "rules decided"],
+                          colors=["#3b7dd8", "#bbbbbb"])
+            ax3.set_title("champion: decisions per day by risk source", fontsize=9)
+            ax3.set_xlabel("day")
+            ax3.legend(fontsize=7, loc="upper left")
 
-    return _png(draw, (10, 3.4))
+    return _png(draw, (13, 3.4), "Three charts over the days of the horizon: the rolling "
+                "prequential ROC AUC and log loss of the model at each snapshot per run, with "
+                "the policy's gate thresholds as dashed lines (gaps where the AUC is undefined), "
+                "and the champion's decisions per day, stacked by whether the model or the rules "
+                "scored them.")
+
+
+def _auc(v: float | None) -> str:
+    return "—" if v is None else f"{v:.3f}"
+
+
+def _goals(data: Mapping[str, Any]) -> str:
+    rows = []
+    for g in data.get("goals", []):
+        met = g["met"]
+        cls = "better" if met else ("worse" if met is False else "")
+        mark = "met" if met else ("not met" if met is False else "not measurable")
+        v = g["measured"]
+        shown = f"{v:.4g}" if isinstance(v, float) else ("—" if v is None else str(v))
+        rows.append(f"<tr><td>{_e(g['goal'])}</td><td>{_e(shown)}</td><td>{_e(g['target'])}"
+                    f"</td><td class='{cls}'>{mark}</td></tr>")
+    return ("<table><thead><tr><th>goal (issue 17)</th><th>measured (champion)</th>"
+            "<th>target</th><th></th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+
+
+def _changes(data: Mapping[str, Any]) -> str:
+    rows = []
+    for run, figures in data.get("changes_vs_baselines", {}).items():
+        for key, ch in figures.items():
+            cells = "".join(
+                f"<td>{_e('—' if ch[k] is None else f'{ch[k]:+.1f} %')}</td>"
+                for k in ("vs_static_pct", "vs_monthly_pct"))
+            rows.append(f"<tr><td>{_e(LABELS.get(run, run))}</td><td>{_e(key)}</td>{cells}</tr>")
+    return ("<table><thead><tr><th>run</th><th>figure</th><th>vs static</th><th>vs monthly</th>"
+            "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+            "<p class='meta'>— : the baseline's figure is 0, a change from nothing has no "
+            "ratio.</p>")
+
+
+def _raises_and_reasons(data: Mapping[str, Any]) -> str:
+    out = []
+    for n, r in data["runs"].items():
+        m = r["metrics"]
+        if not m.get("reasons"):
+            continue
+        ra, g = m["raises"], m["good_users"]
+        out.append(f"<h3>{_e(LABELS.get(n, n))}</h3><p>raises: {ra['count']:,} "
+                   f"(mean size {_e(_fmt(ra['mean_size'], 'money'))}, total "
+                   f"{_e(_fmt(ra['amount_total'], 'money'))}); good users raised: "
+                   f"{g['raised']:,} of {g['count']:,} ({_e(_fmt(g['raised_share'], 'share'))})"
+                   "</p>")
+        rows = []
+        for action in ("SUSPEND", "RELAPSE", "CUT", "HOLD_LINE", "RELEASE"):
+            for reason, k in m["reasons"].get(action, {}).items():
+                rows.append(f"<tr><td>{action}</td><td>{_e(reason)}</td><td>{k:,}</td></tr>")
+        out.append("<table><thead><tr><th>action</th><th>main reason</th><th>decisions</th>"
+                   "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+    return "".join(out)
+
+
+def _model_tables(data: Mapping[str, Any]) -> str:
+    out = []
+    for n, r in data["runs"].items():
+        model, bench = r.get("model") or {}, r.get("benchmark") or {}
+        if not model:
+            continue
+        seg = "".join(
+            f"<tr><td>{_e(k)}</td><td>{v['n']:,}</td><td>{_e(_auc(v['roc_auc']))}</td></tr>"
+            for k, v in (model.get("segments") or {}).items())
+        cal = "".join(
+            f"<tr><td>{b['lo']:.1f} to {b['hi']:.1f}</td><td>{int(b['n']):,}</td>"
+            f"<td>{_e(_fmt(b['mean_pd'], 'share'))}</td>"
+            f"<td>{_e(_fmt(b['observed'], 'share'))}</td></tr>"
+            for b in model.get("calibration", []) if b.get("n"))
+        on, off = bench.get("online_roc_auc"), bench.get("offline_roc_auc")
+        out.append(
+            f"<h3>{_e(LABELS.get(n, n))}</h3>"
+            f"<p>Honest benchmark on the later half of the current-at-issue labels "
+            f"({bench.get('test', 0):,} labels, {bench.get('positives_test', 0):,} defaults): "
+            f"prequential (online) ROC AUC {_e(_auc(on))}, offline logistic regression fit "
+            f"in hindsight on the earlier half {_e(_auc(off))}.</p>"
+            "<table><thead><tr><th>segment (rolling window)</th><th>labels</th><th>ROC AUC</th>"
+            "</tr></thead><tbody>" + seg + "</tbody></table>"
+            "<table><thead><tr><th>predicted PD</th><th>labels</th><th>mean predicted</th>"
+            "<th>observed default rate</th></tr></thead><tbody>" + cal + "</tbody></table>")
+    return "".join(out)
 
 
 # -- the page -------------------------------------------------------------------------------
@@ -323,12 +435,14 @@ def _headline(data: Mapping[str, Any]) -> str:
 def _persona_table(data: Mapping[str, Any]) -> str:
     runs = data["runs"]
     personas = list(data["population"]["by_persona"])
-    head = "".join(f"<th>{_e(LABELS.get(n, n))}<br>suspended / cut</th>" for n in runs)
+    head = "".join(f"<th>{_e(LABELS.get(n, n))}<br>suspended / cut / held / raised<br>"
+                   "spend declined</th>" for n in runs)
     rows = []
     for p in personas:
         cells = "".join(
-            "<td>{s} / {c}</td>".format(**{"s": r["metrics"]["by_persona"][p]["suspended"],
-                                           "c": r["metrics"]["by_persona"][p]["cut"]})
+            "<td>{suspended} / {cut} / {held} / {raised}<br>{d}</td>".format(
+                **r["metrics"]["by_persona"][p],
+                d=_e(_fmt(r["metrics"]["by_persona"][p]["declined_amount"], "money")))
             for r in runs.values())
         rows.append(f"<tr><td>{_e(p)}</td><td>{data['population']['by_persona'][p]}</td>"
                     f"{cells}</tr>")
@@ -397,13 +511,18 @@ def render_html(data: Mapping[str, Any]) -> str:
         f"({h['days']} days) · {pop['users']:,} users, {pop['defaulters']:,} defaulters, "
         f"{pop['good_users']:,} good users · currency {_e(data['settings']['currency'])}</p>",
         "<h2>The answer</h2>", _headline(data),
+        "<h2>Goals</h2>", _goals(data),
+        "<h2>Changes against the baselines</h2>", _changes(data),
+        "<h2>Raises, and the reasons behind suspensions, cuts and holds</h2>",
+        _raises_and_reasons(data),
         "<h2>Runs</h2>", _runs_table(data), _BASELINES,
         "<h2>Losses on defaulters</h2>", _plot_losses(runs),
         "<h2>Credit extended to good users</h2>", _plot_good_credit(runs),
         "<h2>Whom it hurt, by persona</h2>",
-        "<p>Users ever suspended / ever cut (limit lowered while drawable), per persona "
-        "(ground truth). The good users are every persona but income_collapse, less the "
-        "rare defaulter.</p>", _persona_table(data),
+        "<p>Users ever suspended / ever cut (limit lowered while drawable) / ever held for "
+        "review / ever raised, and their spend declined, per persona (ground truth). The good "
+        "users are every persona but those that stop paying (income_collapse, "
+        "over_indebted_drifter, bust_out).</p>", _persona_table(data),
         "<h2>From the first missed payment to suspension</h2>",
         _plot_time_to_suspension(runs),
         "<h2>State mix over time</h2>", _plot_state_mix(runs),
@@ -417,7 +536,12 @@ def render_html(data: Mapping[str, Any]) -> str:
         "learnt) and the scorer installs a snapshot every "
         f"{data['settings']['snapshot_every_labels']} labels, as live. The rule score decides "
         "until the model passes the policy's gate.</p>",
-        _plot_quality(runs, h["start_ts"]),
+        _plot_quality(runs, h["start_ts"], data["gate"]),
+        "<h2>The model: segments, calibration, benchmark</h2>",
+        f"<p>A default is {data['gate']['label_dpd']}+ days past due within "
+        f"{data['gate']['label_horizon_days']} days of the due date; only installments issued "
+        "while the account was current are learnt (arrears-at-issue ones are scored apart).</p>",
+        _model_tables(data),
         "<h2>Definitions</h2>", f"<dl>{defs}</dl>",
         "<p class='meta'>Every figure and series of this page is in "
         f"<code>{JSON_NAME}</code> beside it.</p>",

@@ -12,9 +12,11 @@ from typing import Any
 
 from features.windows import DAY_MS, HOUR_MS, MINUTE_MS
 from lab.personas import (
+    BUST_OUT,
     CASH_MCC,
     COLLAPSE,
     DAY_CUM,
+    DRIFTER,
     DUE_AFTER_MS,
     FRAUD,
     FRAUD_COUNTRIES,
@@ -27,6 +29,7 @@ from lab.personas import (
     ONLINE_COUNTRIES,
     RECOVERER,
     SEASONAL,
+    TECHNICAL,
     THIN,
     TRIP_COUNTRIES,
     WEEKDAY,
@@ -47,12 +50,12 @@ class SimUser:
     """One user's hidden plan and running state; :meth:`step` emits one day of their events."""
 
     __slots__ = (
-        "balance", "burst_day", "ca_prob", "catch_up", "cb_prob", "collapse_day",
-        "currency", "declared", "defaulted", "end_ts", "eseq", "growth", "gseq", "home",
-        "hours", "income", "inst_n", "lam", "liab_ratio", "limit", "miss_day", "misses_left",
-        "next_ca_day", "open_day", "pay_full", "payday", "peak_mult", "peaks", "pending",
-        "persona", "profile", "raise_day", "raise_mult", "report_day", "rng", "scale", "share",
-        "stmt_day", "trip", "truth", "uid",
+        "balance", "burst_day", "bust_day", "ca_prob", "catch_up", "cb_prob", "collapse_day",
+        "currency", "declared", "defaulted", "drift_day", "end_ts", "eseq", "growth", "gseq",
+        "home", "hours", "income", "inst_n", "lam", "late_left", "liab_ratio", "limit",
+        "miss_day", "misses_left", "next_ca_day", "open_day", "pay_full", "payday", "peak_mult",
+        "peaks", "pending", "persona", "profile", "raise_day", "raise_mult", "report_day", "rng",
+        "scale", "share", "stmt_day", "stop_day", "trip", "truth", "uid",
     )
 
     def __init__(self, cfg: SimConfig, idx: int, cal: list[SimDay],
@@ -86,6 +89,11 @@ class SimUser:
             self.open_day = min(days - 1, int(days * (0.55 + 0.30 * r())))
             limit_major = min(8_000, max(2_000, round(income_major * (0.5 + r()) / 500) * 500))
             self.declared = 0 if r() < 0.5 else round(income_major * (0.9 + 0.4 * r()) / 100) * 100
+        elif persona == BUST_OUT:
+            # A new account with a standard limit and a generous declared income.
+            self.open_day = min(days - 1, int(days * (0.2 + 0.4 * r())))
+            limit_major = min(20_000, max(5_000, round(income_major * (0.8 + r()) / 1000) * 1000))
+            self.declared = round(income_major * (1.0 + 0.5 * r()) / 100) * 100
         else:
             self.open_day = 0
             limit_major = min(50_000, max(5_000, round(income_major * (1.0 + 2.0 * r()) / 1000)
@@ -117,6 +125,10 @@ class SimUser:
         self.raise_day = days
         self.raise_mult = 1.0
         self.collapse_day = days
+        self.stop_day = days  # the first statement from this day on is never paid
+        self.drift_day = days
+        self.bust_day = days
+        self.late_left = 0
         self.next_ca_day = days
         self.miss_day = days
         self.misses_left = 0
@@ -137,6 +149,22 @@ class SimUser:
             self.next_ca_day = self.collapse_day + int(r() * 3)
             self.pay_full = 0.3 + 0.4 * r()
             self.truth["collapse_ts"] = cfg.start_ts + self.collapse_day * DAY_MS
+            self.stop_day = self.collapse_day + 5
+        elif persona == DRIFTER:
+            lo, hi = max(1, days // 9), days - 160
+            self.drift_day = lo + int(r() * (hi - lo + 1)) if hi >= lo else max(1, days // 4)
+            self.stop_day = self.drift_day + 60 + int(r() * 61)
+            self.pay_full = 0.0
+            self.share = 0.10 + 0.05 * r()
+            self.truth["drift_ts"] = cfg.start_ts + self.drift_day * DAY_MS
+        elif persona == BUST_OUT:
+            self.bust_day = self.open_day + 20 + int(r() * 21)
+            self.stop_day = self.bust_day
+            self.truth["bust_ts"] = cfg.start_ts + self.bust_day * DAY_MS
+        elif persona == TECHNICAL:
+            self.late_left = 1
+            lo, hi = 30, days - 30
+            self.miss_day = lo + int(r() * (hi - lo + 1)) if hi >= lo else max(1, days // 2)
         elif persona == RECOVERER:
             lo, hi = 25, days - 105
             self.miss_day = lo + int(r() * (hi - lo + 1)) if hi >= lo else max(1, days // 3)
@@ -258,7 +286,9 @@ class SimUser:
                          round(50_000 * math.exp(0.8 * Z_TABLE[int(r() * Z_STEPS)])))
         # -- purchases --
         lam = self.lam * WEEKDAY[day.weekday]
-        if persona == GROWER:
+        if persona == DRIFTER and d >= self.drift_day:
+            lam *= min(4.0, 1.02 ** (d - self.drift_day))
+        elif persona == GROWER:
             lam *= income / self.income
         elif persona == SEASONAL and day.month in self.peaks:
             lam *= self.peak_mult
@@ -273,8 +303,12 @@ class SimUser:
             self._cash_advance(day, 0.05 + 0.10 * r())
         elif self.ca_prob and r() < self.ca_prob:
             self._cash_advance(day, 0.02 + 0.08 * r())
+        elif persona == DRIFTER and d >= self.drift_day and r() < 0.06:
+            self._cash_advance(day, 0.03 + 0.07 * r())
         if d == self.burst_day:
             self._burst(day)
+        if self.bust_day <= d < self.bust_day + 2:
+            self._bust_out(day, last=d == self.bust_day + 1)
         # -- statement, reports --
         if day.mday == self.stmt_day and d >= self.open_day + 14:
             self._statement(d, day)
@@ -284,8 +318,11 @@ class SimUser:
                 reported = round(reported * (0.95 + 0.1 * r()) / 10_000) * 10_000
                 self._account(day.at(10 * HOUR_MS + int(r() * 8 * HOUR_MS)), "income_reported",
                               "monthly_income", reported)
-            if r() < 0.12:
+            drifting = persona == DRIFTER and d >= self.drift_day
+            if r() < (0.6 if drifting else 0.12):
                 ratio = self.liab_ratio * (1.6 if collapsed else 1.0)
+                if drifting:  # debt elsewhere climbs with the spending
+                    ratio = max(ratio, 0.1) * (1.0 + 0.01 * (d - self.drift_day))
                 self._account(day.at(10 * HOUR_MS + int(r() * 8 * HOUR_MS)),
                               "liabilities_reported", "monthly_liabilities",
                               round(self.income * ratio / 10_000) * 10_000)
@@ -343,6 +380,25 @@ class SimUser:
             self._tx(day.at(9 * HOUR_MS + int(r() * 13 * HOUR_MS)), "cash_advance", amount,
                      CASH_MCC, self.home)
 
+    def _bust_out(self, day: SimDay, last: bool) -> None:
+        """Max the line out over two days: everyday purchases, then a cash advance."""
+        r = self.rng.random
+        prof = self.profile
+        budget = max(0, self.limit - self.balance)
+        spend = budget if last else int(budget * (0.5 + 0.2 * r()))
+        n = 4 + int(r() * 6)
+        weights = [0.5 + r() for _ in range(n)]
+        total = sum(weights)
+        for w in weights:
+            amount = int(spend * 0.8 * w / total)
+            if amount <= 0:
+                continue
+            j = min(bisect_right(prof.cum, r()), len(prof.codes) - 1)
+            self.balance += amount
+            self._tx(day.at(9 * HOUR_MS + int(r() * 12 * HOUR_MS)), "purchase", amount,
+                     prof.codes[j], self.home)
+        self._cash_advance(day, 0.2 * spend / max(1, self.limit))
+
     def _burst(self, day: SimDay) -> None:
         r = self.rng.random
         budget = int(max(0, self.limit - self.balance) * (0.75 + 0.2 * r()))
@@ -390,7 +446,15 @@ class SimUser:
             "currency": self.currency,
         })
         truth = self.truth
-        if persona == COLLAPSE and (self.defaulted or d >= self.collapse_day + 5):
+        if persona == TECHNICAL and self.late_left and d >= self.miss_day:
+            # Paid in full 1-3 days late (a technical reason), after the 1-day notice.
+            self.late_left = 0
+            paid_ts = due_ts + int((1 + int(r() * 3)) * DAY_MS + (1 + 19 * r()) * HOUR_MS)
+            self._notices(inst, due_ts, paid_ts)
+            self._repay(paid_ts, "paid", inst, "amount_paid", amount_due, -amount_due)
+            truth["missed_installments"].append(inst)
+            return
+        if self.defaulted or d >= self.stop_day:
             # Never paid: notices climb for as long as the horizon lasts.
             if not self.defaulted:
                 self.defaulted = True
@@ -398,7 +462,7 @@ class SimUser:
                     truth["defaults"] = True
                     truth["default_ts"] = due_ts
                     truth["default_installment_id"] = inst
-                if r() < 0.4:  # a token partial payment, after the due date
+                if persona != BUST_OUT and r() < 0.4:  # a token partial payment, late
                     part = max(1, int(amount_due * (0.05 + 0.25 * r())))
                     self._repay(due_ts + int((3 + 22 * r()) * DAY_MS), "paid", inst,
                                 "amount_paid", part, -part)
@@ -422,7 +486,9 @@ class SimUser:
                 pay_full = 0.1
             elif self.catch_up:
                 pay_full = 1.0
-        if r() < pay_full:
+        if persona == DRIFTER and d >= self.drift_day:
+            amount = amount_due  # the minimum, and nothing more
+        elif r() < pay_full:
             amount = balance
         else:
             amount = min(balance, int(amount_due * (1.2 + 0.8 * r())) if persona == GROWER

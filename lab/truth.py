@@ -17,23 +17,27 @@ CYCLE_MS: Final = 31 * DAY_MS
 SPEND: Final = frozenset({"purchase", "cash_advance"})
 #: Statuses on which a card can be drawn.
 DRAWABLE: Final = frozenset({"ACTIVE", "PROBATION"})
-STATUSES: Final = ("ACTIVE", "PROBATION", "SUSPENDED", "FROZEN", "CLOSED")
+STATUSES: Final = ("ACTIVE", "PROBATION", "SUSPENDED", "HOLD_FOR_REVIEW", "FROZEN", "CLOSED")
 NOT_OPEN: Final = "NOT_OPEN"
 #: Persona names of the simulator's ground truth (lab/simulate.py).
 COLLAPSE: Final = "income_collapse"
+THIN: Final = "thin_file"
 RECOVERER: Final = "recovering_misser"
 FRAUD: Final = "fraud_burst"
+DEFAULTING: Final = frozenset({COLLAPSE, "over_indebted_drifter", "bust_out"})
 PERSONA_ORDER: Final = ("steady_payer", "growing_earner", COLLAPSE, RECOVERER, FRAUD,
-                        "thin_file", "seasonal_spender")
+                        "thin_file", "seasonal_spender", "over_indebted_drifter", "bust_out",
+                        "technical_late")
 #: Run names, in the order the report shows them.
-RUN_ORDER: Final = ("static", "monthly", "champion", "challenger")
+RUN_ORDER: Final = ("static", "monthly", "rules_only", "champion", "challenger")
 
 DEFINITIONS: Final[Mapping[str, str]] = {
     "defaulter": "ground truth `defaults` is true: an installment is never paid and its 30 days "
                  "past due point falls inside the horizon; `default_ts` is its due date",
-    "good_user": "ground truth `defaults` is false and the persona is not income_collapse "
-                 "(whose default may fall just past the horizon): steady payers, growing "
-                 "earners, recovering missers, fraud victims, thin files, seasonal spenders",
+    "good_user": "ground truth `defaults` is false and the persona is not one that stops "
+                 "paying (income_collapse, over_indebted_drifter, bust_out: their default may "
+                 "fall just past the horizon): steady payers, growing earners, recovering "
+                 "missers, technical lates, fraud victims, thin files, seasonal spenders",
     "ead_limit": "the run's drawable limit of a defaulter at default_ts (0 when suspended)",
     "ead_balance": "the run's balance of a defaulter at default_ts (after every event up to it)",
     "loss": "loss proxy = sum of the defaulters' balances at default_ts (loss given default "
@@ -57,7 +61,8 @@ DEFINITIONS: Final[Mapping[str, str]] = {
                              "is the same up to the first drawable limit",
     "fraud_spend_authorised": "purchases of fraud bursts (ground truth window) the run authorised",
     "declined": "purchases and cash advances of the log the run declined (over the limit or "
-                "not drawable)",
+                "not drawable), fraud-burst purchases left out (declining a fraud is not "
+                "declining the customer: they are counted under `fraud`)",
 }
 
 
@@ -80,7 +85,7 @@ def is_defaulter(t: Mapping[str, Any]) -> bool:
 
 
 def is_good(t: Mapping[str, Any]) -> bool:
-    return not t.get("defaults") and t.get("persona") != COLLAPSE
+    return not t.get("defaults") and t.get("persona") not in DEFAULTING
 
 
 def personas(truth: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -94,7 +99,7 @@ def sample_users(truth: Mapping[str, Mapping[str, Any]], per_persona: int = 2
     the first ones, by id, whose story the persona is about (a default, a recovery, a burst)."""
     def telling(t: Mapping[str, Any]) -> bool:
         p = t.get("persona")
-        if p == COLLAPSE:
+        if p in DEFAULTING:
             return is_defaulter(t)
         if p == RECOVERER:
             return t.get("recovers_ts") is not None

@@ -16,6 +16,11 @@ Statuses
     An operator hold. ``limit`` keeps the limit to restore and ``frozen_from`` the status to
     return to (``stage`` keeps the probation stage if it was one); downstream must treat a
     FROZEN account's available credit as 0 whatever ``limit`` says.
+``HOLD_FOR_REVIEW``
+    The line is held: available credit 0, ``limit`` keeps the limit to restore and
+    ``frozen_from`` the status to return to. An anomaly hold (``hold_until_ts`` > 0) ends at
+    its timeout or by an operator's ``unfreeze``; an arrears hold (``hold_until_ts`` = 0) ends
+    when the arrears are paid, or becomes a suspension.
 ``CLOSED``
     Terminal; limit 0.
 
@@ -33,7 +38,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from enum import StrEnum
 from typing import Any
 
@@ -45,6 +50,7 @@ class Status(StrEnum):
     SUSPENDED = "SUSPENDED"
     PROBATION = "PROBATION"
     FROZEN = "FROZEN"
+    HOLD_FOR_REVIEW = "HOLD_FOR_REVIEW"
     CLOSED = "CLOSED"
 
 
@@ -65,6 +71,11 @@ class Account:
     frozen_from: Status | None  #: FROZEN only: the status an unfreeze returns to
     ontime_in_stage: int  #: on-time repayments since the probation stage was entered
     limit_override: bool  #: an operator set the limit above the caps; cleared by any cut
+    last_raise_ts: int = 0  #: last automatic raise (no cut without new evidence soon after)
+    last_hold_ts: int = 0  #: last HOLD_FOR_REVIEW (anomalous spending is not demand)
+    hold_until_ts: int = 0  #: HOLD_FOR_REVIEW: when an anomaly hold ends (0: until cured)
+    stage_balance: int = 0  #: PROBATION: the balance when the stage was entered
+    uncut_limit: int = 0  #: the limit before the risk cuts of the current episode (0: none)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (orjson), exactly reversed by :meth:`from_dict`."""
@@ -82,11 +93,18 @@ class Account:
             "frozen_from": None if self.frozen_from is None else self.frozen_from.value,
             "ontime_in_stage": self.ontime_in_stage,
             "limit_override": self.limit_override,
+            "last_raise_ts": self.last_raise_ts,
+            "last_hold_ts": self.last_hold_ts,
+            "hold_until_ts": self.hold_until_ts,
+            "stage_balance": self.stage_balance,
+            "uncut_limit": self.uncut_limit,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Account:
-        """Rebuild from :meth:`to_dict`'s output; ``ValueError`` on anything else.
+        """Rebuild from :meth:`to_dict`'s output; ``ValueError`` on anything else. The fields
+        added after the first release (those with a default) may be missing: a state stored
+        by an older version reads with them at 0.
 
         Examples
         --------
@@ -96,7 +114,8 @@ class Account:
         ValueError: account: missing keys ['frozen_from', 'last_change_ts', ...]
         """
         names = [f.name for f in fields(cls)]
-        missing = sorted(set(names) - set(d))
+        optional = {f.name for f in fields(cls) if f.default is not MISSING}
+        missing = sorted(set(names) - set(d) - optional)
         if missing:
             shown = ", ".join(repr(m) for m in missing[:2])
             more = ", ..." if len(missing) > 2 else ""
@@ -106,6 +125,8 @@ class Account:
             raise ValueError(f"account: unknown keys {extra}")
         values: dict[str, Any] = {}
         for name in names:
+            if name not in d:
+                continue  # an optional field: its default
             v = d[name]
             if name in ("status", "frozen_from"):
                 if v is None and name == "frozen_from":

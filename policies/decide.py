@@ -37,6 +37,26 @@ Semantics fixed here (and in docs/reason-codes.md):
   pre-suspension limit the ladder restores (in PROBATION the limit follows at the current
   rung), so the ladder stays the only way up from a suspension. Rejected on FROZEN (unfreeze
   first) and CLOSED accounts, and above the caps unless ``operators.allow_override_above_max``.
+* **Adverse-action guardrails** (``[guardrails]``, DESIGN §5): the score alone never
+  suspends (a suspension needs delinquency; a very high score suspends only an account in
+  arrears); a score-driven cut needs ``guardrails.score_cut_min_installments`` resolved
+  installments (the cold-start treatment of new accounts: until then the score may only
+  block raises) and a main driver the customer can act on (not in
+  ``guardrails.non_actionable``, which adverse decisions never list among their top
+  features); at most one cut per ``decrease.cooldown_days``; and within that cooldown after a
+  raise, the score or debt-to-income cut only on new evidence (a late repayment or a hold
+  since the raise), so a raise is not undone by the swing that follows it.
+* **HOLD_FOR_REVIEW** (``[hold]``): a burst of anomalous spends (the last hour's anomaly
+  scores summing to ``hold.burst_score``), one very anomalous spend, or a day's spend of
+  ``hold.day_spend_share`` of the limit at ``hold.day_spend_velocity`` times the user's own
+  daily rate (a line drawn down at once: bust-out or takeover)
+  holds the line at once:
+  available credit 0, the limit kept, until an operator's ``unfreeze`` or
+  ``hold.review_days`` (released at the first event after it). An arrears of
+  ``hold.arrears_dpd`` days holds the line until it is paid (released on the cure) or becomes
+  a suspension at ``suspend.dpd_days``. Anomalous spending is never demand: no raise within
+  ``decrease.raise_cooldown_days`` of a hold, nor while refunds (charge-backs) reach
+  ``increase.max_refund_ratio`` of the month's spend.
 * **A non-finite score** is unusable: it moves no limit either way (blocks raises and
   reinstatement, triggers no score cut) and the decision says ``RISK_SCORE_UNAVAILABLE``.
 
@@ -67,9 +87,11 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any, assert_never
+from typing import Any, Final, assert_never
 
 from features.outcome import Outcome
+from features.state import FeatureState
+from features.vector import burst_score, spend_24h
 from features.windows import DAY_MS
 from policies.account import Account, Status
 from policies.reasons import MAX_REASONS, REGISTRY
@@ -105,6 +127,8 @@ class Action(StrEnum):
     SET_LIMIT = "SET_LIMIT"
     CLOSE = "CLOSE"
     HOLD = "HOLD"  #: decision point evaluated, nothing changed
+    HOLD_LINE = "HOLD_LINE"  #: ACTIVE / PROBATION -> HOLD_FOR_REVIEW (available credit 0)
+    RELEASE = "RELEASE"  #: HOLD_FOR_REVIEW -> the status before (timeout, cure, operator)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +145,9 @@ class Decision:
     reasons: tuple[str, ...]
     top_features: tuple[tuple[str, float], ...]  #: the score's top contributions, if it drove it
     risk_pd: float
+    #: HOLD_FOR_REVIEW after it: when the anomaly hold ends by itself (0: none, or until cured).
+    #: Core banking lifts the hold then, even if no event of the user reaches limitstream.
+    hold_until_ts: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able (orjson) form.
@@ -143,6 +170,7 @@ class Decision:
             "reasons": list(self.reasons),
             "top_features": [[n, v] for n, v in self.top_features],
             "risk_pd": self.risk_pd,
+            "hold_until_ts": self.hold_until_ts,
         }
 
 
@@ -186,6 +214,13 @@ class _Ctx:
     ontime: bool  #: paid in full by the due date on this event
     outcome_dpd: int
     anomaly: float  #: this event's anomaly score, 0 when none
+    burst: float  #: the last hour's anomaly scores, summed
+    day_spend_share: float  #: the last 24 h's spend / the limit (0 without a limit)
+    #: A risk cut within decrease.raise_cooldown_days: a day's spend against a limit the policy
+    #: just cut is no evidence of a takeover (the line is already under watch).
+    recently_cut: bool
+    resolved: int  #: resolved installments among the last 12 (on time + late)
+    non_actionable: frozenset[str]  #: features never shown as the reason of an adverse action
     income: int  #: known monthly income (0 = unknown)
     ceiling: int  #: the binding cap: min(max_limit, income cap)
     ceiling_reason: str  #: MAX_LIMIT_CAP or INCOME_CAP
@@ -244,6 +279,12 @@ def _context(acc: Account, obs: Observation, p: Policy, income_override: int = 0
         ontime=o is not None and o.kind == "paid_in_full" and o.days_past_due == 0,
         outcome_dpd=o.days_past_due if o is not None else 0,
         anomaly=max(0.0, anomaly),
+        burst=x["anomaly_burst_1h"],
+        day_spend_share=x["spend_sum_24h"] / acc.limit if acc.limit > 0 else 0.0,
+        recently_cut=acc.last_cut_ts > 0 and _now(acc, obs.event.ts) < (
+            acc.last_cut_ts + p.decrease.raise_cooldown_days * DAY_MS),
+        resolved=int(x["ontime_count_12"] + x["late_count_12"]),
+        non_actionable=frozenset(p.guardrails.non_actionable),
         income=income,
         ceiling=ceiling,
         ceiling_reason=ceiling_reason,
@@ -264,6 +305,10 @@ def _decision(action: Action, old: Account, new: Account, reasons: Sequence[str]
     # among the first three.
     codes = [*codes[: MAX_REASONS - 1], ctx.fallback] if ctx.fallback else codes[:MAX_REASONS]
     driven = any(REGISTRY[c].score_based for c in codes)
+    top = ctx.contributions if driven else ()
+    if action in _ADVERSE:
+        # What the customer is told drove an adverse action must be something they can act on.
+        top = tuple((n, v) for n, v in top if n not in ctx.non_actionable)
     return Decision(
         action=action,
         old_limit=old.limit,
@@ -273,8 +318,9 @@ def _decision(action: Action, old: Account, new: Account, reasons: Sequence[str]
         old_stage=old.stage,
         new_stage=new.stage,
         reasons=tuple(codes),
-        top_features=ctx.contributions if driven else (),
+        top_features=top,
         risk_pd=ctx.pd if ctx.pd_ok else 1.0,
+        hold_until_ts=new.hold_until_ts if new.status is Status.HOLD_FOR_REVIEW else 0,
     )
 
 
@@ -287,9 +333,17 @@ def _score_blocker(ctx: _Ctx, threshold: float, code: str) -> list[str]:
 
 # -- the pieces of the state machine -------------------------------------------------------
 
+#: Cut reasons that are observed distress, not a score: they may close the open-to-buy.
+_DISTRESS: Final = frozenset({"CASH_ADVANCE_RELIANCE", "INCOME_DECLINE"})
+#: Actions that take credit away: their top features never name a non-actionable feature.
+_ADVERSE: Final = frozenset({"CUT", "SUSPEND", "RELAPSE", "HOLD_LINE"})
+
 
 def _suspend_reasons(ctx: _Ctx, p: Policy, *, probation: bool) -> list[str]:
-    """Why the account must be suspended now (ACTIVE) or relapse (PROBATION), if it must."""
+    """Why the account must be suspended now (ACTIVE) or relapse (PROBATION), if it must.
+
+    Every reason is delinquency: the score adds VERY_HIGH_RISK_SCORE only to an account with
+    arrears at least ``hold.arrears_dpd`` days old (a score alone never suspends)."""
     x, sus = ctx.x, p.suspend
     out: list[str] = []
     if ctx.outcome_dpd >= sus.dpd_days or (
@@ -300,19 +354,61 @@ def _suspend_reasons(ctx: _Ctx, p: Policy, *, probation: bool) -> list[str]:
             out.append("LATE_IN_PROBATION")
     elif ctx.late and x["late_count_12"] >= sus.missed_count:
         out.append("MISSED_REPAYMENTS")
-    if ctx.pd_ok and ctx.pd >= sus.pd_suspend:
+    # Real arrears (as old as an arrears hold), not a technical day late: the score can only
+    # hasten a suspension the delinquency already argues for.
+    delinquent = x["overdue_amount"] > 0 and max(
+        ctx.outcome_dpd, int(x["max_dpd_90d"])) >= p.hold.arrears_dpd
+    if delinquent and ctx.pd_ok and ctx.pd >= sus.pd_suspend:
         out.append("VERY_HIGH_RISK_SCORE")
-    if ctx.anomaly >= sus.anomaly_severe:
-        out.append("SEVERE_ANOMALY")
     return out
+
+
+def _hold_reasons(ctx: _Ctx, p: Policy, *, arrears: bool) -> tuple[list[str], int]:
+    """Why the line must be held now, and until when (0: until the arrears are paid)."""
+    h, x = p.hold, ctx.x
+    anomaly: list[str] = []
+    if ctx.burst >= h.burst_score:
+        anomaly.append("SPENDING_BURST")
+    if ctx.anomaly >= h.anomaly_single:
+        anomaly.append("SEVERE_ANOMALY")
+    if (ctx.day_spend_share >= h.day_spend_share and not ctx.recently_cut
+            and ctx.x["spend_velocity_24h"] >= h.day_spend_velocity):
+        anomaly.append("LINE_DRAWN_IN_A_DAY")
+    if anomaly:
+        return anomaly, ctx.now + h.review_days * DAY_MS
+    if arrears and x["overdue_amount"] > 0 and max(
+            ctx.outcome_dpd, int(x["max_dpd_90d"])) >= h.arrears_dpd:
+        return ["ARREARS_HOLD"], 0
+    return [], 0
 
 
 def _to_suspended(acc: Account, ctx: _Ctx, base: int) -> Account:
     return replace(
         acc, status=Status.SUSPENDED, limit=0, stage=0, pre_suspension_limit=base,
         last_change_ts=ctx.now, last_cut_ts=ctx.now, status_since_ts=ctx.now,
-        frozen_from=None, ontime_in_stage=0, limit_override=False,
+        frozen_from=None, ontime_in_stage=0, limit_override=False, hold_until_ts=0,
+        uncut_limit=0,
     )
+
+
+def _hold(acc: Account, ctx: _Ctx, reasons: list[str],
+          until: int) -> tuple[Account, Decision]:
+    """ACTIVE / PROBATION -> HOLD_FOR_REVIEW, the kept limit clamped to the caps."""
+    capped, cap_reasons = _cap(acc, ctx)
+    new = replace(acc, status=Status.HOLD_FOR_REVIEW, frozen_from=acc.status, limit=capped,
+                  hold_until_ts=until, last_hold_ts=ctx.now,
+                  last_change_ts=ctx.now if capped != acc.limit else acc.last_change_ts)
+    return new, _decision(Action.HOLD_LINE, acc, new, [*reasons, *cap_reasons], ctx)
+
+
+def _suspension_base(acc: Account, ctx: _Ctx, p: Policy) -> int:
+    """What the ladder will restore: the limit before the cuts of the episode that ends in
+    this suspension (cuts less than ``decrease.raise_cooldown_days`` apart), within the caps."""
+    base = acc.limit
+    if (acc.uncut_limit > base
+            and ctx.now < acc.last_cut_ts + p.decrease.raise_cooldown_days * DAY_MS):
+        base = acc.uncut_limit
+    return base if acc.limit_override else min(base, ctx.ceiling)
 
 
 def _cap(acc: Account, ctx: _Ctx) -> tuple[int, list[str]]:
@@ -330,10 +426,22 @@ def _ladder_limit(base: int, stage: int, acc: Account, ctx: _Ctx, p: Policy) -> 
     return v if acc.limit_override else min(v, ctx.ceiling)
 
 
-def _cut_reasons(ctx: _Ctx, p: Policy) -> list[str]:
+def _score_may_cut(ctx: _Ctx, p: Policy) -> bool:
+    """The score is high enough to cut, and the guardrails let it: history beyond the cold
+    start, and a main driver the customer can act on."""
+    if not (ctx.pd_ok and ctx.pd >= p.decrease.pd_cut):
+        return False
+    if ctx.resolved < p.guardrails.score_cut_min_installments:
+        return False
+    pushing = [(n, c) for n, c in ctx.contributions if c > 0]
+    return bool(pushing) and max(pushing, key=lambda nc: nc[1])[0] not in ctx.non_actionable
+
+
+def _cut_reasons(acc: Account, ctx: _Ctx, p: Policy) -> tuple[list[str], list[str]]:
+    """The reasons to cut now, and the hold reasons of a cut the raise guardrail prevents."""
     x, dec = ctx.x, p.decrease
     out: list[str] = []
-    if ctx.pd_ok and ctx.pd >= dec.pd_cut:
+    if _score_may_cut(ctx, p):
         out.append("HIGH_RISK_SCORE")
     if ctx.late and x["utilization"] >= dec.utilization_spike:
         out.append("UTILIZATION_SPIKE_WITH_LATENESS")
@@ -341,9 +449,20 @@ def _cut_reasons(ctx: _Ctx, p: Policy) -> list[str]:
         out.append("INCOME_DECLINE")
     if ctx.income > 0 and x["debt_to_income"] > dec.max_dti:
         out.append("HIGH_DEBT_TO_INCOME")
-    if ctx.anomaly >= dec.anomaly_cut:
-        out.append("ANOMALOUS_SPENDING")
-    return out
+    if (x["cash_advance_share_30d"] >= dec.cash_advance_share
+            and x["utilization"] >= dec.cash_advance_utilization):
+        out.append("CASH_ADVANCE_RELIANCE")
+    # Within the cooldown after a raise, the slow-moving measures (score, debt-to-income) must
+    # not undo it on their own: they knew what the raise knew. New evidence (a late repayment
+    # or a hold since the raise) lifts the guard.
+    fresh = (ctx.late or x["overdue_amount"] > 0 or acc.last_late_ts > acc.last_raise_ts
+             or acc.last_hold_ts > acc.last_raise_ts)
+    if ctx.now < acc.last_raise_ts + dec.cooldown_days * DAY_MS and not fresh:
+        slow = [c for c in out if c in ("HIGH_RISK_SCORE", "HIGH_DEBT_TO_INCOME")]
+        if slow:
+            kept = [c for c in out if c not in slow]
+            return kept, ([] if kept else [*slow, "RECENT_RAISE_NO_NEW_EVIDENCE"])
+    return out, []
 
 
 def _raise_blockers(acc: Account, ctx: _Ctx, p: Policy) -> list[str]:
@@ -356,7 +475,9 @@ def _raise_blockers(acc: Account, ctx: _Ctx, p: Policy) -> list[str]:
         out.append("AT_MAXIMUM_LIMIT")
     if x["overdue_amount"] > 0:
         out.append("ARREARS_OUTSTANDING")
-    if ctx.late or x["late_count_12"] > inc.max_late_12:
+    # A cured customer earns raises again after a clean look-back, not after a clean year.
+    if (ctx.late or x["late_count_12"] > inc.max_late_12
+            or ctx.now < acc.last_late_ts + inc.late_lookback_days * DAY_MS):
         out.append("RECENT_LATE_PAYMENT")
     out += _score_blocker(ctx, inc.max_pd, "RISK_TOO_HIGH_FOR_INCREASE")
     if x["ontime_count_12"] < inc.min_ontime_12:
@@ -365,6 +486,11 @@ def _raise_blockers(acc: Account, ctx: _Ctx, p: Policy) -> list[str]:
         out.append("ACCOUNT_TOO_NEW")
     if max(x["utilization_peak_30d"], x["utilization"]) < inc.min_utilization:
         out.append("LOW_UTILIZATION")
+    # Spending that was anomalous (held) or charged back is not demand for more credit.
+    if acc.last_hold_ts and ctx.now < acc.last_hold_ts + p.decrease.raise_cooldown_days * DAY_MS:
+        out.append("RECENT_REVIEW_HOLD")
+    if x["refund_ratio_30d"] >= inc.max_refund_ratio:
+        out.append("SPEND_REVERSED")
     if inc.require_income and ctx.income <= 0:
         out.append("INCOME_NOT_VERIFIED")
     if ctx.income > 0 and x["debt_to_income"] > inc.max_dti:
@@ -381,17 +507,32 @@ def _raise_blockers(acc: Account, ctx: _Ctx, p: Policy) -> list[str]:
 def _active(acc: Account, ctx: _Ctx, p: Policy, allow_up: bool) -> tuple[Account, Decision]:
     suspend = _suspend_reasons(ctx, p, probation=False)
     if suspend:
-        new = _to_suspended(acc, ctx, acc.limit)
+        new = _to_suspended(acc, ctx, _suspension_base(acc, ctx, p))
         return new, _decision(Action.SUSPEND, acc, new, suspend, ctx)
+    hold, until = _hold_reasons(ctx, p, arrears=True)
+    if hold:
+        return _hold(acc, ctx, hold, until)
 
-    risk = _cut_reasons(ctx, p)
-    blocked: list[str] = []
+    risk, guarded = _cut_reasons(acc, ctx, p)
+    blocked: list[str] = list(guarded)
     target, override, cut = acc.limit, acc.limit_override, False
+    distress = [c for c in risk if c in _DISTRESS] if p.decrease.distress_to_balance else []
+    owed = -(-int(ctx.x["balance"]) // p.limits.rounding) * p.limits.rounding
+    in_cooldown = ctx.now < acc.last_cut_ts + p.decrease.cooldown_days * DAY_MS
+    if in_cooldown and distress and max(owed, p.limits.min_limit) < acc.limit:
+        # Observed distress closes the open-to-buy even inside the cooldown of an earlier
+        # (one-step) cut: the cooldown bounds how often the score cuts, not evidence.
+        risk = distress
+        in_cooldown = False
     if risk:
-        if ctx.now < acc.last_cut_ts + p.decrease.cooldown_days * DAY_MS:
+        if in_cooldown:
             blocked = [*risk, "CUT_COOLDOWN"]
         else:
             step_down = acc.limit - acc.limit * p.decrease.step_pct // 100
+            if distress:
+                # Hard evidence of distress (not the score): close the open-to-buy, the limit
+                # down to what is owed (rounded up), never to less than one step.
+                step_down = min(step_down, owed)
             v = min(acc.limit, max(_round_down(step_down, p.limits.rounding),
                                    p.limits.min_limit))
             if v < acc.limit:
@@ -403,8 +544,12 @@ def _active(acc: Account, ctx: _Ctx, p: Policy, allow_up: bool) -> tuple[Account
         # The cap binds harder than the cut (or alone): it is the first reason.
         target, reasons = ctx.ceiling, [ctx.ceiling_reason, *reasons]
     if target < acc.limit:
+        episode = acc.uncut_limit and ctx.now < (
+            acc.last_cut_ts + p.decrease.raise_cooldown_days * DAY_MS)
         new = replace(acc, limit=target, last_change_ts=ctx.now, limit_override=override,
-                      last_cut_ts=ctx.now if cut else acc.last_cut_ts)
+                      last_cut_ts=ctx.now if cut else acc.last_cut_ts,
+                      uncut_limit=(acc.uncut_limit if episode else acc.limit) if cut
+                      else acc.uncut_limit)
         return new, _decision(Action.CUT, acc, new, reasons, ctx)
     if blocked:
         return acc, _decision(Action.HOLD, acc, acc, blocked, ctx)
@@ -425,7 +570,8 @@ def _active(acc: Account, ctx: _Ctx, p: Policy, allow_up: bool) -> tuple[Account
         reasons.append(ctx.ceiling_reason)
     elif ctx.income > 0:
         reasons.append("INCOME_SUPPORTS")
-    new = replace(acc, limit=new_limit, last_change_ts=ctx.now)
+    new = replace(acc, limit=new_limit, last_change_ts=ctx.now, last_raise_ts=ctx.now,
+                  uncut_limit=0)
     return new, _decision(Action.RAISE, acc, new, reasons, ctx)
 
 
@@ -445,7 +591,7 @@ def _suspended(acc: Account, ctx: _Ctx, p: Policy, allow_up: bool) -> tuple[Acco
     if ctx.x["overdue_amount"] > 0:
         blockers.append("ARREARS_OUTSTANDING")
     blockers += _score_blocker(ctx, rei.max_pd, "RISK_TOO_HIGH_FOR_REINSTATEMENT")
-    if ctx.anomaly >= p.suspend.anomaly_severe:
+    if ctx.anomaly >= p.hold.anomaly_single or ctx.burst >= p.hold.burst_score:
         blockers.append("SEVERE_ANOMALY")
     if ctx.now < acc.last_change_ts + p.increase.cooldown_days * DAY_MS and not period:
         blockers.append("RECENT_LIMIT_CHANGE")
@@ -453,7 +599,8 @@ def _suspended(acc: Account, ctx: _Ctx, p: Policy, allow_up: bool) -> tuple[Acco
         return acc, _decision(Action.HOLD, acc, acc, ["ACCOUNT_SUSPENDED", *blockers], ctx)
     new = replace(acc, status=Status.PROBATION, stage=1,
                   limit=_ladder_limit(acc.pre_suspension_limit, 1, acc, ctx, p),
-                  last_change_ts=ctx.now, status_since_ts=ctx.now, ontime_in_stage=0)
+                  last_change_ts=ctx.now, status_since_ts=ctx.now, ontime_in_stage=0,
+                  stage_balance=int(ctx.x["balance"]))
     reasons = ["SUSPENSION_PERIOD_MET", "ARREARS_CLEARED", "RISK_SCORE_RECOVERED"]
     return new, _decision(Action.REINSTATE, acc, new, reasons, ctx)
 
@@ -464,6 +611,9 @@ def _probation(acc: Account, ctx: _Ctx, p: Policy, allow_up: bool) -> tuple[Acco
     if relapse:
         new = _to_suspended(acc, ctx, acc.pre_suspension_limit)
         return new, _decision(Action.RELAPSE, acc, new, relapse, ctx)
+    hold, until = _hold_reasons(ctx, p, arrears=False)
+    if hold:
+        return _hold(acc, ctx, hold, until)
     capped, cap_reasons = _cap(acc, ctx)
     if cap_reasons:
         new = replace(acc, limit=capped, last_change_ts=ctx.now)
@@ -482,7 +632,10 @@ def _probation(acc: Account, ctx: _Ctx, p: Policy, allow_up: bool) -> tuple[Acco
     if ctx.x["overdue_amount"] > 0:
         blockers.append("ARREARS_OUTSTANDING")
     blockers += _score_blocker(ctx, rei.max_pd, "RISK_TOO_HIGH_FOR_REINSTATEMENT")
-    if ctx.x["utilization"] > rei.max_utilization:
+    # What was drawn inside the stage, not the balance owed from before it (the arrears that
+    # led to the suspension would otherwise hold a cured customer at the first rung).
+    drawn = max(0.0, ctx.x["balance"] - acc.stage_balance)
+    if acc.limit > 0 and drawn / acc.limit > rei.max_utilization:
         blockers.append("UTILIZATION_TOO_HIGH")
     if ctx.now < acc.last_change_ts + p.increase.cooldown_days * DAY_MS and not period:
         blockers.append("RECENT_LIMIT_CHANGE")  # named only when it binds beyond the stage
@@ -491,13 +644,56 @@ def _probation(acc: Account, ctx: _Ctx, p: Policy, allow_up: bool) -> tuple[Acco
     limit = _ladder_limit(acc.pre_suspension_limit, stage + 1, acc, ctx, p)
     if stage < rei.stages:
         new = replace(acc, stage=stage + 1, limit=limit, last_change_ts=ctx.now,
-                      status_since_ts=ctx.now, ontime_in_stage=0)
+                      status_since_ts=ctx.now, ontime_in_stage=0,
+                      stage_balance=int(ctx.x["balance"]))
         reasons = ["STAGE_OBSERVATION_MET", "RISK_SCORE_RECOVERED"]
         return new, _decision(Action.PROMOTE, acc, new, reasons, ctx)
     new = replace(acc, status=Status.ACTIVE, stage=0, limit=limit, pre_suspension_limit=0,
-                  last_change_ts=ctx.now, status_since_ts=ctx.now, ontime_in_stage=0)
+                  last_change_ts=ctx.now, status_since_ts=ctx.now, ontime_in_stage=0,
+                  stage_balance=0, uncut_limit=0)
     reasons = ["LADDER_COMPLETE", "STAGE_OBSERVATION_MET", "RISK_SCORE_RECOVERED"]
     return new, _decision(Action.RESTORE, acc, new, reasons, ctx)
+
+
+def _release(acc: Account, ctx: _Ctx) -> Account:
+    return replace(acc, status=acc.frozen_from or Status.ACTIVE, frozen_from=None,
+                   hold_until_ts=0)
+
+
+def _held(acc: Account, ctx: _Ctx, p: Policy, allow_up: bool) -> tuple[Account, Decision]:
+    """HOLD_FOR_REVIEW: delinquency escalates to a suspension; a new anomaly extends an
+    anomaly hold; the timeout (anomaly) or the cure (arrears) releases the line."""
+    under = acc.frozen_from or Status.ACTIVE
+    probation = under is Status.PROBATION
+    suspend = _suspend_reasons(ctx, p, probation=probation)
+    if suspend:
+        base = acc.pre_suspension_limit if probation else _suspension_base(acc, ctx, p)
+        new = _to_suspended(acc, ctx, base)
+        action = Action.RELAPSE if probation else Action.SUSPEND
+        return new, _decision(action, acc, new, suspend, ctx)
+    capped, cap_reasons = _cap(acc, ctx)
+    if cap_reasons:  # the kept limit obeys the caps, as a frozen one does
+        new = replace(acc, limit=capped, last_change_ts=ctx.now)
+        return new, _decision(Action.CUT, acc, new, [*cap_reasons, "ACCOUNT_HELD"], ctx)
+    anomaly, until = _hold_reasons(ctx, p, arrears=False)
+    if anomaly:
+        new = replace(acc, hold_until_ts=max(acc.hold_until_ts, until), last_hold_ts=ctx.now)
+        return new, _decision(Action.HOLD, acc, new, ["ACCOUNT_HELD", *anomaly], ctx)
+    if acc.hold_until_ts > 0:
+        if ctx.now < acc.hold_until_ts:
+            return acc, _decision(Action.HOLD, acc, acc, ["ACCOUNT_HELD"], ctx)
+        new = _release(acc, ctx)
+        # Still in arrears of the hold's age: the anomaly hold becomes an arrears hold.
+        arrears, _ = _hold_reasons(ctx, p, arrears=not probation)
+        if arrears:
+            new = replace(acc, hold_until_ts=0)
+            return new, _decision(Action.HOLD, acc, new, ["ACCOUNT_HELD", *arrears], ctx)
+        return new, _decision(Action.RELEASE, acc, new, ["HOLD_REVIEW_TIMEOUT"], ctx)
+    if ctx.x["overdue_amount"] > 0:
+        return acc, _decision(Action.HOLD, acc, acc, ["ACCOUNT_HELD", "ARREARS_OUTSTANDING"],
+                              ctx)
+    new = _release(acc, ctx)
+    return new, _decision(Action.RELEASE, acc, new, ["ARREARS_CLEARED"], ctx)
 
 
 def _frozen(acc: Account, ctx: _Ctx) -> tuple[Account, Decision]:
@@ -517,6 +713,8 @@ def _evaluate(acc: Account, ctx: _Ctx, p: Policy, allow_up: bool) -> tuple[Accou
             return _suspended(acc, ctx, p, allow_up)
         case Status.PROBATION:
             return _probation(acc, ctx, p, allow_up)
+        case Status.HOLD_FOR_REVIEW:
+            return _held(acc, ctx, p, allow_up)
         case Status.FROZEN:
             return _frozen(acc, ctx)
         case Status.CLOSED:
@@ -526,7 +724,8 @@ def _evaluate(acc: Account, ctx: _Ctx, p: Policy, allow_up: bool) -> tuple[Accou
 
 
 def _underlying(acc: Account) -> Status:
-    return acc.frozen_from if acc.status is Status.FROZEN and acc.frozen_from else acc.status
+    held = acc.status in (Status.FROZEN, Status.HOLD_FOR_REVIEW)
+    return acc.frozen_from if held and acc.frozen_from else acc.status
 
 
 def _bookkeeping(acc: Account, ctx: _Ctx) -> Account:
@@ -557,9 +756,9 @@ def _open(acc: Account, ev: AccountOpened, ctx: _Ctx, p: Policy) -> tuple[Accoun
             new = replace(new, limit=_ladder_limit(initial, max(1, new.stage), new, ctx, p))
             if new.limit != acc.limit:
                 new = replace(new, last_change_ts=ctx.now)
-        case Status.FROZEN:
+        case Status.FROZEN | Status.HOLD_FOR_REVIEW:
             # The hold wins: the opening date is recorded, the kept limit only obeys the caps,
-            # and the initial limit waits for the operator.
+            # and the initial limit waits for the operator (or the release).
             capped, cap_reasons = _cap(opened, ctx)
             if cap_reasons:
                 new = replace(opened, limit=capped, last_change_ts=ctx.now)
@@ -601,9 +800,9 @@ def _set_limit(acc: Account, ev: LimitCommand, ctx: _Ctx, p: Policy) -> tuple[Ac
         case Status.PROBATION:
             new = replace(acc, pre_suspension_limit=n, limit_override=override)
             new = replace(new, limit=_ladder_limit(n, max(1, acc.stage), new, ctx, p))
-        case Status.FROZEN:
-            raise CommandRejected("account_frozen",
-                                  "set_limit on a FROZEN account: unfreeze first", "kind")
+        case Status.FROZEN | Status.HOLD_FOR_REVIEW:
+            raise CommandRejected("account_frozen", f"set_limit on a {acc.status.value} "
+                                  "account: unfreeze (release) it first", "kind")
         case Status.CLOSED:
             raise CommandRejected("account_closed", "the account is closed", "kind")
         case _:
@@ -625,11 +824,19 @@ def _command(acc: Account, ev: LimitCommand, ctx: _Ctx,
             if acc.status is Status.FROZEN:
                 return acc, [_decision(Action.HOLD, acc, acc, ["ALREADY_FROZEN"], ctx)]
             capped, cap_reasons = _cap(acc, ctx)
-            new = replace(acc, status=Status.FROZEN, frozen_from=acc.status, limit=capped,
-                          status_since_ts=ctx.now, last_change_ts=ctx.now)
+            # A held line frozen by an operator returns to the status under the hold.
+            new = replace(acc, status=Status.FROZEN, frozen_from=_underlying(acc),
+                          limit=capped, status_since_ts=ctx.now, last_change_ts=ctx.now,
+                          hold_until_ts=0)
             return new, [_decision(Action.FREEZE, acc, new, ["OPERATOR_FREEZE", *cap_reasons],
                                    ctx)]
         case "unfreeze":
+            if acc.status is Status.HOLD_FOR_REVIEW:
+                # The operator's review releases the held line; a lateness is judged at once.
+                released = _release(acc, ctx)
+                first = _decision(Action.RELEASE, acc, released, ["OPERATOR_UNFREEZE"], ctx)
+                new, then = _evaluate(released, ctx, p, allow_up=False)
+                return new, [first] if then.action is Action.HOLD else [first, then]
             if acc.status is not Status.FROZEN or acc.frozen_from is None:
                 return acc, [_decision(Action.HOLD, acc, acc, ["NOT_FROZEN"], ctx)]
             # A lateness recorded while frozen is judged now, as if it had just arrived.
@@ -652,12 +859,16 @@ def _command(acc: Account, ev: LimitCommand, ctx: _Ctx,
 
 
 def is_decision_point(account: Account, event: InputEvent, anomaly: float | None,
-                      policy: Policy) -> bool:
+                      policy: Policy, features: FeatureState | None = None) -> bool:
     """Whether ``event`` must go through :func:`decide` (cheap; called on every event).
 
-    Every repayment, account event and command is one; a transaction only when its anomaly
-    score reaches ``anomaly.trigger`` or a review is due (``review.interval_days`` since the
-    last evaluation).
+    Every repayment, account event and command is one, and every event of a held account; a
+    transaction when its anomaly score reaches ``anomaly.trigger``, when a review is due
+    (``review.interval_days`` since the last evaluation), or, given the user's ``features``
+    after it, on the cheap per-transaction checks: the last hour's anomaly scores reaching
+    ``hold.burst_score``, the last 24 hours' spend reaching ``hold.day_spend_share`` of the
+    limit, a cash advance (``review.cash_advance``), or a spend that takes utilization across
+    ``review.utilization_jump``.
 
     Examples
     --------
@@ -671,10 +882,22 @@ def is_decision_point(account: Account, event: InputEvent, anomaly: float | None
     >>> is_decision_point(acc, tx, 0.1, policy), is_decision_point(acc, tx, 0.95, policy)
     (False, True)
     """
-    if isinstance(event, Transaction):
+    if isinstance(event, Transaction) and account.status is not Status.HOLD_FOR_REVIEW:
         if anomaly is not None and anomaly >= policy.anomaly.trigger:
             return True
-        return event.ts >= account.last_review_ts + policy.review.interval_days * DAY_MS
+        if event.ts >= account.last_review_ts + policy.review.interval_days * DAY_MS:
+            return True
+        if features is None or event.kind not in ("purchase", "cash_advance"):
+            return False
+        if event.kind == "cash_advance" and policy.review.cash_advance:
+            return True
+        if burst_score(features, event.ts) >= policy.hold.burst_score:
+            return True
+        limit = account.limit
+        if limit > 0 and spend_24h(features, event.ts) >= policy.hold.day_spend_share * limit:
+            return True
+        jump = policy.review.utilization_jump * limit
+        return limit > 0 and features.balance - event.amount < jump <= features.balance
     return True
 
 

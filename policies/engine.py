@@ -37,8 +37,9 @@ from policies.decide import Decision, Observation, decide, is_decision_point
 from policies.reasons import customer_text
 from policies.risk import Risk
 from policies.rules import rule_risk
+from policies.scorer import label_segment
 from policies.spec import Policy
-from streams.codec import derive_id
+from streams.codec import derive_id, payload_hash
 from streams.records import InputEvent, InstallmentDue, LimitCommand, Transaction
 
 #: Upstream duplicates are caught among this many most recent event ids of the user. A
@@ -86,7 +87,9 @@ class UserState:
     version: int = 0
     #: topic read (an input topic or the re-key topic) -> [partition, last applied offset]
     offsets: dict[str, list[int]] = field(default_factory=dict)
-    recent_ids: list[str] = field(default_factory=list)
+    #: The most recent event ids applied, oldest first, each with its payload's short hash
+    #: (codec.payload_hash; "" in states stored before hashes were kept).
+    recent_ids: dict[str, str] = field(default_factory=dict)
     pending: dict[str, Pending] = field(default_factory=dict)
     features_applied: int = 0
     #: The newest event time applied (the user's "now": the view and reviews use it).
@@ -99,7 +102,7 @@ class UserState:
             "f": feat.to_dict(self.features),
             "v": self.version,
             "o": self.offsets,
-            "r": self.recent_ids,
+            "r": [[eid, h] for eid, h in self.recent_ids.items()],
             "p": {k: p.to_list() for k, p in self.pending.items()},
             "n": self.features_applied,
             "t": self.last_ts,
@@ -123,7 +126,7 @@ class UserState:
             features=feat.from_dict(d["f"]),
             version=d["v"],
             offsets={k: list(v) for k, v in d["o"].items()},
-            recent_ids=list(d["r"]),
+            recent_ids=dict((r, "") if isinstance(r, str) else (r[0], r[1]) for r in d["r"]),
             pending={k: Pending(v[0], list(v[1])) for k, v in d["p"].items()},
             features_applied=d["n"],
             last_ts=d["t"],
@@ -168,13 +171,18 @@ class StepResult:
 
     state: UserState
     outputs: list[Output] = field(default_factory=list)
-    #: "" applied; "offset": replay of an applied offset; "event_id": upstream duplicate
+    #: "" applied; "offset": replay of an applied offset; "event_id": upstream duplicate;
+    #: "conflicting": an applied event_id with another payload (not applied: dead-lettered)
     duplicate: str = ""
+    #: for a "conflicting" duplicate: the payload hash stored for its event_id
+    stored_hash: str = ""
     decisions: list[Decision] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
     expired_labels: int = 0
     late_events: int = 0
     fallback_reason: str = ""
+    #: the event came after a later event of the user (its ts is before the user's clock)
+    out_of_order: bool = False
 
 
 def _rounded(v: float) -> float:
@@ -213,21 +221,29 @@ class Engine:
             # A redelivery after a crash or a rebalance: the state already holds it, and its
             # outputs were delivered before the state was stored (see agents/user_agent.py).
             return StepResult(state, duplicate="offset")
-        if event.event_id in state.recent_ids:
+        digest = payload_hash(event)
+        stored = state.recent_ids.get(event.event_id)
+        if stored is not None and stored and stored != digest:
+            # Not a redelivery: another payload under an applied id. It is dead-lettered and,
+            # like every dead letter, leaves no trace in the state (it can be re-driven).
+            return StepResult(state, duplicate="conflicting", stored_hash=stored)
+        if stored is not None:
             state.offsets[source.topic] = [source.partition, source.offset]
             return StepResult(state, duplicate="event_id")
-        self.mark_read(state, event, source)
+        self.mark_read(state, event, source, digest)
 
         result = StepResult(state)
         too_late_before = feat.too_late_count(state.features)
         upd = feat.update(state.features, event, state.account.limit, self.feature_cfg)
         state.features = upd.state
         state.features_applied += 1
+        result.out_of_order = event.ts < state.last_ts
         state.last_ts = max(state.last_ts, event.ts)
         result.late_events = feat.too_late_count(state.features) - too_late_before
         result.expired_labels = self._expire_pending(state, event.ts)
 
-        decision_point = is_decision_point(state.account, event, upd.anomaly, self.policy)
+        decision_point = is_decision_point(state.account, event, upd.anomaly, self.policy,
+                                           state.features)
         if not decision_point and not isinstance(event, InstallmentDue):
             return result
         x = feat.vector(state.features, event.ts, state.account.limit)
@@ -248,16 +264,21 @@ class Engine:
         for d in decisions:
             result.decisions.append(d)
             result.outputs.extend(self._outputs(state, event, d, risk, x))
+        if result.out_of_order:  # the audit trail says the decision came out of event order
+            for out in result.outputs:
+                if out.topic == DECISIONS:
+                    out.value["out_of_order"] = True
         return result
 
     @staticmethod
-    def mark_read(state: UserState, event: InputEvent, source: Source) -> None:
-        """Record that ``event`` at ``source`` was read (applied or dead-lettered)."""
+    def mark_read(state: UserState, event: InputEvent, source: Source, digest: str) -> None:
+        """Record that ``event`` (payload hash ``digest``) at ``source`` was applied. Only an
+        applied event is recorded: a refused one, once its cause is fixed, can be sent again."""
         state.offsets[source.topic] = [source.partition, source.offset]
         if event.event_id not in state.recent_ids:
-            state.recent_ids.append(event.event_id)
+            state.recent_ids[event.event_id] = digest
             if len(state.recent_ids) > RECENT_IDS:
-                del state.recent_ids[0]
+                del state.recent_ids[next(iter(state.recent_ids))]
 
     # -- delayed labels --------------------------------------------------------------------
 
@@ -287,6 +308,8 @@ class Engine:
             return  # late, but not yet late enough to call it a default: wait
         label = 1 if bad else 0
         del state.pending[outcome.installment_id]
+        x = dict(zip(FEATURE_NAMES, pending.x, strict=True))
+        resolved = x["ontime_count_12"] + x["late_count_12"]
         result.labels.append(label)
         result.outputs.append(Output(LABELS, state.user_id, {
             "event_id": derive_id(state.user_id, outcome.installment_id, "label"),
@@ -294,7 +317,10 @@ class Engine:
             "installment_id": outcome.installment_id,
             "ts": event.ts,
             "label": label,
-            "x": dict(zip(FEATURE_NAMES, pending.x, strict=True)),
+            # current vs arrears at issue (only current ones are learnt), thin file or not
+            "segment": label_segment(
+                x, thin_file=resolved < self.policy.model.thin_file_installments),
+            "x": x,
         }))
 
     # -- outputs ---------------------------------------------------------------------------
@@ -337,6 +363,7 @@ class Engine:
                 "old_stage": d.old_stage,
                 "stage": d.new_stage,
                 "limit": d.new_limit,
+                "hold_until_ts": d.hold_until_ts,
             }))
         command = isinstance(event, LimitCommand)
         trigger_kind = f"command:{event.kind}" if command else event.kind
@@ -351,6 +378,7 @@ class Engine:
             "old_stage": d.old_stage,
             "new_stage": d.new_stage,
             "fallback_reason": risk.fallback_reason,
+            "hold_until_ts": d.hold_until_ts,
             "top_features": [[n, round(v, 6)] for n, v in d.top_features],
             "features": {n: round(x[n], 6) for n in FEATURE_NAMES},
         }

@@ -22,17 +22,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
-Kind = Literal["cap", "raise", "decrease", "suspend", "reinstate", "hold", "operator",
-               "account", "model"]
+Kind = Literal["cap", "raise", "decrease", "review_hold", "suspend", "reinstate", "hold",
+               "operator", "account", "model"]
 
 #: The order the kinds are documented in.
-KINDS: Final[tuple[Kind, ...]] = ("cap", "raise", "decrease", "suspend", "reinstate", "hold",
-                                  "operator", "account", "model")
+KINDS: Final[tuple[Kind, ...]] = ("cap", "raise", "decrease", "review_hold", "suspend",
+                                  "reinstate", "hold", "operator", "account", "model")
 
 _KIND_TITLES: Final[Mapping[Kind, str]] = {
     "cap": "Caps (limit clamped to a policy bound)",
     "raise": "Raise",
     "decrease": "Risk cut",
+    "review_hold": "Line held for review (HOLD_FOR_REVIEW: available credit 0) and released",
     "suspend": "Suspension and relapse",
     "reinstate": "Reinstatement ladder",
     "hold": "Hold (evaluated, nothing changed)",
@@ -82,8 +83,29 @@ _CODES: Final[tuple[ReasonCode, ...]] = (
                "inflow_trend below decrease.income_drop_trend."),
     ReasonCode("HIGH_DEBT_TO_INCOME", "decrease", "Your debts are high relative to your income.",
                "debt_to_income above decrease.max_dti (income known)."),
-    ReasonCode("ANOMALOUS_SPENDING", "decrease", "Unusual spending was detected on your account.",
-               "Transaction anomaly score at or above decrease.anomaly_cut."),
+    ReasonCode("CASH_ADVANCE_RELIANCE", "decrease", "Cash withdrawals have become a large "
+               "part of your card use.", "cash_advance_share_30d at or above "
+               "decrease.cash_advance_share while utilization is at or above "
+               "decrease.cash_advance_utilization."),
+    # -- line held for review -----------------------------------------------------------------
+    ReasonCode("SPENDING_BURST", "review_hold", "Several unusual payments were made on your "
+               "card in a short time; please confirm them with us.",
+               "The anomaly scores of the last hour's spends sum to hold.burst_score or more."),
+    ReasonCode("SEVERE_ANOMALY", "review_hold", "Highly unusual activity was detected on your "
+               "account; please confirm it with us.",
+               "One transaction's anomaly score at or above hold.anomaly_single."),
+    ReasonCode("LINE_DRAWN_IN_A_DAY", "review_hold", "Most of your limit was spent within a "
+               "day; please confirm these payments with us.",
+               "The last 24 hours' spend reached hold.day_spend_share of the limit, at "
+               "hold.day_spend_velocity times the user's daily rate or more."),
+    ReasonCode("ARREARS_HOLD", "review_hold", "A repayment is overdue; your card can be used "
+               "again once it is paid.", "An installment hold.arrears_dpd days past due is "
+               "unpaid: available credit held until the arrears are cleared."),
+    ReasonCode("ACCOUNT_HELD", "review_hold", "Your card is on hold while we review your "
+               "account.", "HOLD_FOR_REVIEW: the limit is kept, available credit is 0."),
+    ReasonCode("HOLD_REVIEW_TIMEOUT", "review_hold", "The hold on your card has ended.",
+               "hold.review_days passed since the anomaly hold without an operator decision: "
+               "released to the status before."),
     ReasonCode("AT_MINIMUM_LIMIT", "decrease", "Your limit is already at its minimum.",
                "A cut was due but the limit is at or below limits.min_limit."),
     # -- suspension ---------------------------------------------------------------------------
@@ -94,10 +116,9 @@ _CODES: Final[tuple[ReasonCode, ...]] = (
                "A missed repayment brought late installments among the last 12 to "
                "suspend.missed_count."),
     ReasonCode("VERY_HIGH_RISK_SCORE", "suspend", "Our assessment of your repayment risk is "
-               "very high.", "Probability of default at or above suspend.pd_suspend.",
+               "very high while a repayment is overdue.", "Probability of default at or above "
+               "suspend.pd_suspend on an account in arrears (a score alone never suspends).",
                score_based=True),
-    ReasonCode("SEVERE_ANOMALY", "suspend", "Highly unusual activity was detected on your "
-               "account.", "Transaction anomaly score at or above suspend.anomaly_severe."),
     ReasonCode("LATE_IN_PROBATION", "suspend", "A repayment was late while your account was "
                "being reinstated.", "Any late repayment during PROBATION: relapse to SUSPENDED."),
     # -- reinstatement ------------------------------------------------------------------------
@@ -146,6 +167,15 @@ _CODES: Final[tuple[ReasonCode, ...]] = (
                "Within increase.cooldown_days of the last limit or status change."),
     ReasonCode("RECENT_LIMIT_CUT", "hold", "Your limit was reduced recently.",
                "Within decrease.raise_cooldown_days of the last cut or suspension."),
+    ReasonCode("RECENT_RAISE_NO_NEW_EVIDENCE", "hold", "Your limit was raised recently.",
+               "A score or debt-to-income cut within decrease.cooldown_days of a raise, "
+               "without a late repayment or a hold since: not taken."),
+    ReasonCode("RECENT_REVIEW_HOLD", "hold", "Your card was on hold recently.",
+               "Within decrease.raise_cooldown_days of a HOLD_FOR_REVIEW: anomalous spending "
+               "is not demand for a raise."),
+    ReasonCode("SPEND_REVERSED", "hold", "Recent purchases were refunded or charged back.",
+               "refund_ratio_30d at or above increase.max_refund_ratio: reversed spending is "
+               "not demand for a raise."),
     ReasonCode("CUT_COOLDOWN", "hold", "Your limit was reviewed recently.",
                "A risk cut was due but one happened within decrease.cooldown_days."),
     ReasonCode("LIMIT_UNCHANGED", "hold", "Your limit remains unchanged.",

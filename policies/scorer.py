@@ -44,16 +44,47 @@ __all__ = [
     "MODEL_BELOW_FLOOR",
     "MODEL_COLD",
     "MODEL_DRIFT",
+    "SEGMENTS",
+    "THIN_FILE_INSTALLMENTS",
     "Gate",
     "QualitySummary",
     "Scorer",
     "Trainer",
+    "label_segment",
 ]
 
 #: Fallback reason codes (registered with the policy's reason codes).
 MODEL_COLD: Final = "MODEL_COLD"  # no model yet, or fewer labels learnt than the gate needs
 MODEL_BELOW_FLOOR: Final = "MODEL_BELOW_FLOOR"  # rolling AUC under / log loss over the floor
 MODEL_DRIFT: Final = "MODEL_DRIFT"  # the drift detector fired recently
+
+#: Resolved installments below which an account is a thin file, when the label does not say
+#: (the default policy's ``model.thin_file_installments``).
+THIN_FILE_INSTALLMENTS: Final = 3
+#: The segments the trainer judges apart. Only ``current_*`` examples are learnt: an
+#: installment issued while the account was already in arrears would teach the model that
+#: arrears predict arrears, and inflate its quality (DESIGN §5).
+SEGMENTS: Final = ("current_thin", "current_established", "arrears")
+
+
+def label_segment(x: Mapping[str, float], thin_file: bool | None = None) -> str:
+    """The segment of a labelled example from its features at issue: ``arrears`` when an
+    amount was overdue then, else ``current_thin`` or ``current_established`` (``thin_file``
+    as the label says, else fewer than :data:`THIN_FILE_INSTALLMENTS` resolved installments).
+
+    Examples
+    --------
+    >>> label_segment({"overdue_amount": 500.0})
+    'arrears'
+    >>> label_segment({"ontime_count_12": 5.0}), label_segment({}, thin_file=True)
+    ('current_established', 'current_thin')
+    """
+    if x.get("overdue_amount", 0.0) > 0:
+        return "arrears"
+    if thin_file is None:
+        resolved = x.get("ontime_count_12", 0.0) + x.get("late_count_12", 0.0)
+        thin_file = resolved < THIN_FILE_INSTALLMENTS
+    return "current_thin" if thin_file else "current_established"
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,29 +210,47 @@ class Trainer:
     a label at or before ``labels_offset`` (replayed after a restart from the last snapshot) is
     skipped. ``labels_offset`` is one integer, so the labels topic has one partition (one
     trainer reads it in order).
+
+    ``quality`` (what the gate reads) covers the examples the model learns: installments
+    issued while the account was current. ``segments`` judges the same scores per segment
+    (:data:`SEGMENTS`), the arrears-at-issue ones included, which are scored but never learnt;
+    they restart empty with the trainer (the snapshot keeps only the gate's quality).
     """
 
-    __slots__ = ("labels_offset", "model", "quality")
+    __slots__ = ("labels_offset", "model", "quality", "segments")
 
     def __init__(
         self, kind: str = "logistic", seed: int = 42, *, window: int = 1000, recovery: int = 500
     ) -> None:
         self.model = RiskModel(kind, seed)
         self.quality = Quality(window=window, recovery=recovery)
+        self.segments = {s: Quality(window=window, recovery=recovery) for s in SEGMENTS}
         #: Offset of the last label learnt on the labels topic (-1: none).
         self.labels_offset = -1
 
-    def learn(self, x: Mapping[str, float], y: int, offset: int) -> bool:
-        """Learn label ``y`` for feature snapshot ``x`` read at ``offset``; False (and nothing
-        changes) if that offset was already learnt. A label other than 0/1 raises
-        ``ValueError`` and changes nothing."""
+    def learn(self, x: Mapping[str, float], y: int, offset: int, *,
+              segment: str | None = None) -> bool:
+        """Judge, then learn label ``y`` for feature snapshot ``x`` read at ``offset``.
+
+        ``segment`` is the label's (:func:`label_segment` of ``x`` when ``None``). True when
+        the model learnt; False when the offset was already consumed (nothing changes) or the
+        example is an arrears-at-issue one (its score is judged in ``segments``, the offset
+        advances, the model does not learn). A label other than 0/1, or an unknown segment,
+        raises ``ValueError`` and changes nothing."""
         if offset <= self.labels_offset:
             return False
         if y not in (0, 1):
             raise ValueError(f"label must be 0 or 1, got {y!r}")
-        self.quality.update(self.model.score(x), y)
-        self.model.learn(x, y)
+        seg = label_segment(x) if segment is None else segment
+        if seg not in self.segments:
+            raise ValueError(f"unknown label segment {seg!r}")
+        p = self.model.score(x)
+        self.segments[seg].update(p, y)
         self.labels_offset = offset
+        if seg == "arrears":
+            return False
+        self.quality.update(p, y)
+        self.model.learn(x, y)
         return True
 
     def summary(self) -> QualitySummary:

@@ -71,6 +71,7 @@ class IncreaseSpec:
     max_step_abs: int = _f(gt=0, le=MAX_AMOUNT)
     min_ontime_12: int = _f(ge=0, le=12)
     max_late_12: int = _f(ge=0, le=12)
+    late_lookback_days: int = _f(ge=0, le=3650)  #: no raise this long after a late repayment
     min_utilization: float = _f(ge=0.0, le=2.0)
     max_pd: float = _f(gt=0.0, lt=1.0)
     max_dti: float = _f(gt=0.0, le=10.0)
@@ -78,6 +79,7 @@ class IncreaseSpec:
     require_income: bool = _f()
     cooldown_days: int = _f(ge=0, le=3650)
     min_days_since_open: int = _f(ge=0, le=3650)
+    max_refund_ratio: float = _f(gt=0.0, le=10.0)  #: refunds this share of spend: not demand
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +89,9 @@ class DecreaseSpec:
     income_drop_trend: float = _f(ge=0.0, le=10.0)
     max_dti: float = _f(gt=0.0, le=10.0)
     utilization_spike: float = _f(gt=0.0, le=2.0)
-    anomaly_cut: float = _f(gt=0.0, le=1.0)
+    cash_advance_share: float = _f(gt=0.0, le=1.0)
+    cash_advance_utilization: float = _f(gt=0.0, le=2.0)
+    distress_to_balance: bool = _f()  #: a distress cut closes the open-to-buy
     cooldown_days: int = _f(ge=0, le=3650)
     raise_cooldown_days: int = _f(ge=0, le=3650)
 
@@ -97,7 +101,6 @@ class SuspendSpec:
     dpd_days: int = _f(ge=1, le=3650)
     missed_count: int = _f(ge=1, le=12)
     pd_suspend: float = _f(gt=0.0, lt=1.0)
-    anomaly_severe: float = _f(gt=0.0, le=1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,11 +121,35 @@ class ReinstateSpec:
 @dataclass(frozen=True, slots=True)
 class ReviewSpec:
     interval_days: int = _f(ge=1, le=3650)
+    cash_advance: bool = _f()  #: every cash advance is a decision point
+    utilization_jump: float = _f(gt=0.0, le=10.0)  #: a spend crossing this utilization is one
 
 
 @dataclass(frozen=True, slots=True)
 class AnomalySpec:
     trigger: float = _f(gt=0.0, le=1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class HoldSpec:
+    """When the line is held (HOLD_FOR_REVIEW: available credit 0, the limit kept)."""
+
+    anomaly_single: float = _f(gt=0.0, le=1.0)  #: one transaction scoring this much
+    burst_score: float = _f(gt=0.0, le=100.0)  #: the last hour's anomaly scores summing to this
+    day_spend_share: float = _f(gt=0.0, le=10.0)  #: 24 h spend reaching this share of the limit
+    day_spend_velocity: float = _f(ge=0.0, le=30.0)  #: ... at this multiple of the daily rate
+    review_days: int = _f(ge=1, le=3650)  #: an anomaly hold ends after this unless released
+    arrears_dpd: int = _f(ge=1, le=3650)  #: an arrears this many days old holds until cured
+
+
+@dataclass(frozen=True, slots=True)
+class GuardrailsSpec:
+    """Bounds on what the risk score may do on its own (adverse-action guardrails)."""
+
+    #: Cold start: a score-driven cut needs this many resolved installments.
+    score_cut_min_installments: int = _f(ge=0, le=12)
+    #: Features a customer cannot act on: never the main reason of an adverse action.
+    non_actionable: tuple[str, ...] = _f()
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +159,7 @@ class ModelSpec:
     max_log_loss: float = _f(gt=0.0, le=10.0)
     label_dpd: int = _f(ge=1, le=3650)
     label_horizon_days: int = _f(ge=1, le=3650)
+    thin_file_installments: int = _f(ge=0, le=12)  #: fewer resolved: the thin-file segment
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +199,8 @@ class Policy:
     reinstate: ReinstateSpec
     review: ReviewSpec
     anomaly: AnomalySpec
+    hold: HoldSpec
+    guardrails: GuardrailsSpec
     model: ModelSpec
     rules: RulesSpec
     operators: OperatorsSpec
@@ -184,6 +214,8 @@ _SECTIONS: Final[Mapping[str, type]] = {
     "reinstate": ReinstateSpec,
     "review": ReviewSpec,
     "anomaly": AnomalySpec,
+    "hold": HoldSpec,
+    "guardrails": GuardrailsSpec,
     "model": ModelSpec,
     "rules": RulesSpec,
     "operators": OperatorsSpec,
@@ -329,10 +361,15 @@ def _validate(p: Policy) -> None:
           "must be > increase.max_dti (hysteresis gap)")
     _need(inc.min_inflow_trend > dec.income_drop_trend, "increase.min_inflow_trend",
           "must be > decrease.income_drop_trend (hysteresis gap)")
-    _need(sus.anomaly_severe > dec.anomaly_cut, "suspend.anomaly_severe",
-          "must be > decrease.anomaly_cut")
-    _need(p.anomaly.trigger <= dec.anomaly_cut, "anomaly.trigger",
-          "must be <= decrease.anomaly_cut (else an anomaly cut could never be evaluated)")
+    _need(p.anomaly.trigger <= p.hold.anomaly_single, "anomaly.trigger",
+          "must be <= hold.anomaly_single (else an anomaly hold could never be evaluated)")
+    _need(p.hold.arrears_dpd < sus.dpd_days, "hold.arrears_dpd",
+          "must be < suspend.dpd_days (the hold comes before the suspension)")
+    for i, name in enumerate(p.guardrails.non_actionable):
+        _need(name in FEATURE_NAMES, f"guardrails.non_actionable[{i}]",
+              "unknown feature (see features/names.py)")
+    _need(p.model.label_dpd <= p.model.label_horizon_days, "model.label_dpd",
+          "must be <= model.label_horizon_days (else no installment could be labelled bad)")
     _need(dec.raise_cooldown_days >= inc.cooldown_days, "decrease.raise_cooldown_days",
           "must be >= increase.cooldown_days (a cut holds raises back at least as long as a "
           "raise does)")

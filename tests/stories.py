@@ -14,7 +14,11 @@ import orjson
 
 from streams.kafka_io import LogRecord
 
-T0 = 1_767_225_600_000  # 2026-01-01T00:00Z
+#: 2025-01-02T00:00Z (a Thursday, as 2026-01-01 is). The stories run for about a year and are
+#: published with the broker's own timestamps: a worker refuses an event more than the allowed
+#: clock skew ahead of its record's timestamp (``ts_in_future``), so the stories must lie in
+#: the past of whoever runs the tests.
+T0 = 1_735_776_000_000
 DAY = 86_400_000
 HOUR = 3_600_000
 
@@ -49,9 +53,10 @@ class Story:
     def inflow(self, day: float, amount: int) -> None:
         self._add("transactions", self.at(day, 8), "inflow", amount=amount, currency="CNY")
 
-    def purchase(self, day: float, amount: int, hour: int = 13, mcc: str = "5411") -> None:
-        self._add("transactions", self.at(day, hour), "purchase", amount=amount,
-                  currency="CNY", merchant_category=mcc, country="CN")
+    def purchase(self, day: float, amount: int, hour: int = 13, mcc: str = "5411",
+                 country: str = "CN", minute: int = 0) -> None:
+        self._add("transactions", self.at(day, hour) + minute * 60_000, "purchase",
+                  amount=amount, currency="CNY", merchant_category=mcc, country=country)
 
     def due(self, day: float, amount: int) -> str:
         self.installment += 1
@@ -152,12 +157,28 @@ def operator_freeze() -> Story:
     return s
 
 
+def fraud_burst() -> Story:
+    """An established customer's card is used at night, abroad, in new categories, for large
+    tickets: the burst is held within its first few transactions, released after the review
+    period (at the next event)."""
+    s = Story("story-fraud")
+    s.opened(0, 1_000_000, 1_500_000)
+    for m in range(4):  # a dozen small everyday spends a month: a history to compare with
+        s.month(1 + 30 * m, 1_500_000, [9_000, 6_000, 5_000, 7_000, 8_000, 4_000] * 2, 20_000)
+    for i, mcc in enumerate(("5944", "5094", "4829", "7995", "5045", "5691")):
+        # 01:10 local time (UTC+8) is 17:10 UTC the day before.
+        s.purchase(99, 120_000, hour=17, mcc=mcc, country="US", minute=10 + 7 * i)
+    s.month(121, 1_500_000, [9_000], 20_000)
+    return s
+
+
 STORIES: dict[str, Callable[[], Story]] = {
     "grow": good_payer,
     "cut": income_collapse,
     "ladder": suspended_then_reinstated,
     "relapse": relapse,
     "freeze": operator_freeze,
+    "fraud": fraud_burst,
 }
 
 

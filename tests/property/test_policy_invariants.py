@@ -54,7 +54,7 @@ DEFAULT = parse_policy(TEXT)
 VARIANT = parse_policy(
     TEXT.replace("allow_override_above_max = false", "allow_override_above_max = true")
     .replace("ladder = [10, 25, 50, 100]", "ladder = [25, 60, 100]")
-    .replace("observation_days = [30, 30, 60]", "observation_days = [7, 14]")
+    .replace("observation_days = [30, 30, 30]", "observation_days = [7, 14]")
     .replace("min_suspension_days = 30", "min_suspension_days = 10")
     .replace("min_days_since_open = 90", "min_days_since_open = 0")
 )
@@ -62,8 +62,9 @@ VARIANT = parse_policy(
 UP = {Action.RAISE, Action.REINSTATE, Action.PROMOTE, Action.RESTORE, Action.OPEN,
       Action.SET_LIMIT}
 LADDER = {Action.REINSTATE, Action.PROMOTE, Action.RESTORE}
+ADVERSE = {Action.CUT, Action.SUSPEND, Action.RELAPSE, Action.HOLD_LINE}
 DOWN = {Action.CUT, Action.SUSPEND, Action.RELAPSE, Action.CLOSE, Action.SET_LIMIT,
-        Action.OPEN, Action.FREEZE}
+        Action.OPEN, Action.FREEZE, Action.HOLD_LINE}
 
 probability = st.floats(0.0, 1.0, allow_nan=False)
 good_features = st.fixed_dictionaries({
@@ -87,6 +88,11 @@ any_features = st.fixed_dictionaries({
     "paid_due_ratio_3": st.floats(0.0, 1.0),
     "spend_velocity_24h": st.floats(0.0, 20.0),
     "anomaly_score": probability,
+    "anomaly_burst_1h": st.sampled_from([0.0, 0.0, 0.0, 0.6, 1.3, 3.0]),
+    "spend_sum_24h": st.sampled_from([0.0, 0.0, 10_000.0, 2_000_000.0]),
+    "cash_advance_share_30d": st.sampled_from([0.0, 0.0, 0.2, 0.6]),
+    "balance": st.sampled_from([0.0, 10_000.0, 150_000.0, 900_000.0]),
+    "refund_ratio_30d": st.sampled_from([0.0, 0.0, 0.5]),
 })
 #: Mostly scores around the thresholds (one_of weighs its branches equally), some anything;
 #: None: the rule score of the drawn features.
@@ -241,7 +247,7 @@ class PolicyMachine(RuleBasedStateMachine):
         elif exc.code == "account_closed":
             assert acc.status is Status.CLOSED
         elif exc.code == "account_frozen":
-            assert acc.status is Status.FROZEN and ev.kind == "set_limit"
+            assert acc.status in (Status.FROZEN, Status.HOLD_FOR_REVIEW) and ev.kind == "set_limit"
         else:
             assert ev.new_limit > self._ceiling()
             assert not self.policy.operators.allow_override_above_max
@@ -251,15 +257,18 @@ class PolicyMachine(RuleBasedStateMachine):
         now = max(o.event.ts, before.last_review_ts, before.last_change_ts,
                   before.status_since_ts)
         assert 1 <= len(decisions) <= 2
-        assert len(decisions) == 1 or decisions[0].action is Action.UNFREEZE
+        assert len(decisions) == 1 or decisions[0].action in (Action.UNFREEZE, Action.RELEASE)
         prev = before
         for i, d in enumerate(decisions):
             # each decision takes the account from where the previous one left it
             assert (d.old_limit, d.old_status, d.old_stage) == (prev.limit, prev.status,
                                                                  prev.stage)
-            nxt = after if i == len(decisions) - 1 else dataclasses.replace(
+            thawed = dataclasses.replace(
                 prev, limit=d.new_limit, status=d.new_status, stage=d.new_stage,
-                frozen_from=None, status_since_ts=now, last_change_ts=now)
+                frozen_from=None, hold_until_ts=0)
+            if d.action is Action.UNFREEZE:  # a release (of a hold) keeps the clocks
+                thawed = dataclasses.replace(thawed, status_since_ts=now, last_change_ts=now)
+            nxt = after if i == len(decisions) - 1 else thawed
             assert (d.new_limit, d.new_status, d.new_stage) == (nxt.limit, nxt.status, nxt.stage)
             self._check_decision(prev, nxt, d, o, now)
             prev = nxt
@@ -267,7 +276,7 @@ class PolicyMachine(RuleBasedStateMachine):
             assert after.status is Status.CLOSED
         # clocks never run backwards and never beyond the account's clock
         for name in ("last_change_ts", "last_cut_ts", "status_since_ts", "last_review_ts",
-                     "last_late_ts"):
+                     "last_late_ts", "last_raise_ts", "last_hold_ts"):
             assert getattr(before, name) <= getattr(after, name) <= max(now, T0), name
         # the cap holds after every decision point (the income is known to this step)
         if not after.limit_override:
@@ -286,7 +295,11 @@ class PolicyMachine(RuleBasedStateMachine):
                 "MODEL_FALLBACK")
             assert d.reasons[-1] == expected
         driven = any(REGISTRY[r].score_based for r in d.reasons)
-        assert d.top_features == (o.risk.contributions if driven else ())
+        shown = o.risk.contributions if driven else ()
+        if d.action in ADVERSE:
+            # guardrail: what an adverse action shows the customer, they can act on
+            shown = tuple((n, v) for n, v in shown if n not in p.guardrails.non_actionable)
+        assert d.top_features == shown
         assert 0.0 <= d.risk_pd <= 1.0
         orjson.dumps(d.to_dict())
 
@@ -304,17 +317,56 @@ class PolicyMachine(RuleBasedStateMachine):
         if automatic and prev.status is Status.PROBATION and out is not None and (
                 out.kind == "overdue" or out.days_past_due > 0):
             assert d.action is Action.RELAPSE, d
+        x = o.features
+        arrears = x["overdue_amount"] > 0 and max(
+            out.days_past_due if out is not None else 0, x["max_dpd_90d"]) >= p.hold.arrears_dpd
         if automatic and prev.status is Status.ACTIVE and (
                 (out is not None and out.days_past_due >= p.suspend.dpd_days)
-                or o.risk.pd >= p.suspend.pd_suspend):
+                or (o.risk.pd >= p.suspend.pd_suspend and arrears)):
             assert d.action is Action.SUSPEND, d
+        # guardrail: a suspension needs delinquency (a score alone never suspends); an
+        # operator's unfreeze only re-judges a lateness recorded while on hold
+        if automatic and d.action in (Action.SUSPEND, Action.RELAPSE):
+            late = out is not None and (out.kind == "overdue" or out.days_past_due > 0)
+            assert late or x["overdue_amount"] > 0, d
+            causes = {r for r in d.reasons if REGISTRY[r].kind != "model"}
+            assert not causes - {"SEVERE_DELINQUENCY", "MISSED_REPAYMENTS",
+                                 "LATE_IN_PROBATION", "VERY_HIGH_RISK_SCORE"}
+        # guardrail: the score cuts only with history beyond the cold start and an actionable
+        # main driver
+        if d.action is Action.CUT and "HIGH_RISK_SCORE" in d.reasons:
+            assert x["ontime_count_12"] + x["late_count_12"] >= (
+                p.guardrails.score_cut_min_installments)
+            pushing = [(n, c) for n, c in o.risk.contributions if c > 0]
+            assert pushing and max(pushing, key=lambda nc: nc[1])[0] not in (
+                p.guardrails.non_actionable)
+        # no flapping: no slow-evidence cut within the cooldown after a raise without news
+        soon = now < prev.last_raise_ts + p.decrease.cooldown_days * DAY_MS
+        if d.action is Action.CUT and soon:
+            late_now = out is not None and (out.kind == "overdue" or out.days_past_due > 0)
+            fresh = (prev.last_late_ts > prev.last_raise_ts or late_now
+                     or prev.last_hold_ts > prev.last_raise_ts or x["overdue_amount"] > 0)
+            risk = [r for r in d.reasons if REGISTRY[r].kind == "decrease"]
+            assert fresh or not risk or set(risk) - {"HIGH_RISK_SCORE", "HIGH_DEBT_TO_INCOME"}
+        # the hold: available credit 0 with the limit kept; released to the status under it
+        if d.action is Action.HOLD_LINE:
+            assert prev.status in (Status.ACTIVE, Status.PROBATION)
+            kept = prev.limit if prev.limit_override else min(prev.limit, self._ceiling())
+            assert (new.status, new.limit, new.frozen_from) == (
+                Status.HOLD_FOR_REVIEW, kept, prev.status)
+        if d.action is Action.RELEASE:
+            assert prev.status is Status.HOLD_FOR_REVIEW
+            assert (new.status, new.limit) == (prev.frozen_from, prev.limit)
+            if automatic and prev.hold_until_ts > 0:
+                assert now >= prev.hold_until_ts
 
         # §3.5: never raised while suspended, frozen or closed; raised only by a raise (within
         # the step and the cooldowns), a ladder move, the opening or an operator
         if new.limit > prev.limit:
             assert d.action in UP, d
-            assert prev.status not in (Status.FROZEN, Status.CLOSED)
-            assert new.status not in (Status.SUSPENDED, Status.FROZEN, Status.CLOSED)
+            assert prev.status not in (Status.FROZEN, Status.CLOSED, Status.HOLD_FOR_REVIEW)
+            assert new.status not in (Status.SUSPENDED, Status.FROZEN, Status.CLOSED,
+                                      Status.HOLD_FOR_REVIEW)
             if prev.status is Status.SUSPENDED:
                 assert d.action is Action.REINSTATE
         if new.limit < prev.limit:
@@ -328,9 +380,16 @@ class PolicyMachine(RuleBasedStateMachine):
             assert 0 < new.limit - prev.limit <= step
             assert now >= prev.last_cut_ts + p.decrease.raise_cooldown_days * DAY_MS
             assert o.risk.pd <= p.increase.max_pd
+            # anomalous (held) or reversed spending is not demand
+            assert prev.last_hold_ts == 0 or (
+                now >= prev.last_hold_ts + p.decrease.raise_cooldown_days * DAY_MS)
+            assert x["refund_ratio_30d"] < p.increase.max_refund_ratio
         if d.action is Action.CUT and any(REGISTRY[r].kind == "decrease" for r in d.reasons):
-            # a risk cut: at most one per cut cooldown, by at most one step (or to a cap)
-            assert now >= prev.last_cut_ts + p.decrease.cooldown_days * DAY_MS
+            # a risk cut: at most one per cut cooldown (observed distress aside: it closes the
+            # open-to-buy at once), by at most one step (or to a cap, or to the balance owed)
+            if now < prev.last_cut_ts + p.decrease.cooldown_days * DAY_MS:
+                decrease = {r for r in d.reasons if REGISTRY[r].kind == "decrease"}
+                assert decrease <= {"CASH_ADVANCE_RELIANCE", "INCOME_DECLINE"}, d
             assert new.limit >= min(prev.limit, p.limits.min_limit) or (
                 new.limit == self._ceiling())
 
@@ -352,8 +411,12 @@ class PolicyMachine(RuleBasedStateMachine):
                 prev.pre_suspension_limit, self._ceiling()))
         elif d.action in (Action.SUSPEND, Action.RELAPSE):
             assert new.status is Status.SUSPENDED and new.limit == 0
-            base = prev.limit if d.action is Action.SUSPEND else prev.pre_suspension_limit
-            assert new.pre_suspension_limit == base
+            if d.action is Action.RELAPSE:
+                assert new.pre_suspension_limit == prev.pre_suspension_limit
+            else:  # the limit before the episode's cuts, within the caps
+                top = max(prev.limit, prev.uncut_limit)
+                cap = top if prev.limit_override else min(top, self._ceiling())
+                assert min(prev.limit, cap) <= new.pre_suspension_limit <= cap
         elif new.stage != prev.stage:
             assert new.stage == 0 and d.action is Action.CLOSE
         if new.status is Status.PROBATION and prev.status is Status.PROBATION:
@@ -380,6 +443,9 @@ class PolicyMachine(RuleBasedStateMachine):
                 assert 1 <= acc.stage <= p.reinstate.stages and acc.frozen_from is None
                 pct = p.reinstate.ladder[acc.stage - 1]
                 assert acc.limit <= acc.pre_suspension_limit * pct // 100
+            case Status.HOLD_FOR_REVIEW:
+                assert acc.frozen_from in (Status.ACTIVE, Status.PROBATION)
+                assert (acc.stage > 0) == (acc.frozen_from is Status.PROBATION)
             case Status.FROZEN:
                 assert acc.frozen_from in (Status.ACTIVE, Status.SUSPENDED, Status.PROBATION)
                 assert (acc.stage > 0) == (acc.frozen_from is Status.PROBATION)

@@ -64,39 +64,39 @@ def m(data: dict[str, Any], run_name: str, dotted: str) -> Any:
 def test_the_population_is_the_one_measured(portfolio: dict[str, Any]) -> None:
     pop = portfolio["data"]["population"]
     assert pop["users"] == 300
-    assert pop["defaulters"] == pytest.approx(24, abs=4)  # measured 24
-    assert pop["good_users"] == pytest.approx(276, abs=6)  # measured 276
+    assert pop["defaulters"] == pytest.approx(20, abs=4)  # measured 20
+    assert pop["good_users"] == pytest.approx(278, abs=6)  # measured 278
 
 
 def test_default_policy_loses_less_on_defaulters_than_static_and_monthly(
         portfolio: dict[str, Any]) -> None:
     data = portfolio["data"]
-    static = m(data, "static", "defaulters.loss_total")  # measured 46_812_094 (468,120.94)
-    monthly = m(data, "monthly", "defaulters.loss_total")  # measured 44_657_338
-    champion = m(data, "champion", "defaulters.loss_total")  # measured 40_708_406
-    assert static == pytest.approx(46_812_094, rel=0.15)
-    assert monthly == pytest.approx(44_657_338, rel=0.15)
-    assert champion == pytest.approx(40_708_406, rel=0.15)
-    assert champion < 0.95 * static  # measured: 13 % less
+    static = m(data, "static", "defaulters.loss_total")  # measured 38_642_333 (386,423.33)
+    monthly = m(data, "monthly", "defaulters.loss_total")  # measured 24_443_712
+    champion = m(data, "champion", "defaulters.loss_total")  # measured 16_999_758
+    assert static == pytest.approx(38_642_333, rel=0.15)
+    assert monthly == pytest.approx(24_443_712, rel=0.15)
+    assert champion == pytest.approx(16_999_758, rel=0.15)
+    assert champion < 0.6 * static  # measured: 56 % less
     assert champion < monthly < static
-    # Limits at default: the real-time policy has cut or suspended most defaulters by then.
-    assert m(data, "champion", "defaulters.ead_limit_total") < 0.75 * m(
-        data, "static", "defaulters.ead_limit_total")  # measured 30_420_000 vs 49_200_000
-    # Every defaulter is suspended at once after the first miss, in real time; monthly later.
+    # Limits at default: the real-time policy has cut or held most defaulters by then.
+    assert m(data, "champion", "defaulters.ead_limit_total") < 0.5 * m(
+        data, "static", "defaulters.ead_limit_total")  # measured 15_296_900 vs 39_800_000
+    # Every defaulter is suspended by 30 days past due (held from 5 days past due, before).
     assert m(data, "champion", "time_to_suspension.defaulters.never_suspended") == 0
-    assert m(data, "champion", "time_to_suspension.defaulters.median_days") == pytest.approx(
-        0.0, abs=2.0)  # measured 0.0
-    assert m(data, "monthly", "time_to_suspension.defaulters.median_days") > 3.0  # measured 9.05
+    assert m(data, "champion", "time_to_suspension.defaulters.p90_days") <= 31.0
     assert m(data, "static", "time_to_suspension.defaulters.n") == 0
 
 
 def test_default_policy_suspends_fewer_good_users_than_the_naive_rule(
         portfolio: dict[str, Any]) -> None:
     data = portfolio["data"]
-    champion = m(data, "champion", "good_users.suspended")  # measured 21
-    naive = m(data, "challenger", "good_users.suspended")  # measured 29
-    assert champion == pytest.approx(21, abs=5)
-    assert naive == pytest.approx(29, abs=5)
+    champion = m(data, "champion", "good_users.suspended")  # measured 10
+    naive = m(data, "challenger", "good_users.suspended")  # measured 31
+    assert champion == pytest.approx(10, abs=5)
+    assert naive == pytest.approx(31, abs=5)
+    # None of them was never past due: every one is a recoverer who was really late.
+    assert m(data, "champion", "good_users.suspended_never_past_due") == 0
     assert champion < naive
     assert m(data, "static", "good_users.suspended") == 0
     # The naive rule suspends every recovering misser at the first notice.
@@ -109,21 +109,24 @@ def test_default_policy_suspends_fewer_good_users_than_the_naive_rule(
 
 def test_credit_to_good_users_is_measured(portfolio: dict[str, Any]) -> None:
     data = portfolio["data"]
-    static = m(data, "static", "good_users.mean_limit")  # measured 2_097_037 (20,970.37)
+    static = m(data, "static", "good_users.mean_limit")  # measured 2_064_330 (20,643.30)
     champion = m(data, "champion", "good_users.mean_limit")  # measured 1_938_998
-    assert static == pytest.approx(2_097_037, rel=0.1)
-    assert champion == pytest.approx(1_938_998, rel=0.1)
-    assert 0.8 * static < champion <= static
+    assert static == pytest.approx(2_064_330, rel=0.1)
+    assert champion == pytest.approx(2_051_877, rel=0.1)  # measured 2_051_877
+    assert 0.8 * static < champion <= 1.1 * static
 
 
 def test_recoverers_reinstatement_is_reported(portfolio: dict[str, Any]) -> None:
     r = m(portfolio["data"], "champion", "time_to_reinstatement")
-    assert r["recoverers"] == pytest.approx(27, abs=5)  # measured 27
-    assert r["affected"] == pytest.approx(25, abs=5)  # measured 25
-    # The ladder takes 150 days at least: none is fully back within 180 days (censored).
+    assert r["recoverers"] == pytest.approx(23, abs=5)  # measured 23
+    assert r["affected"] == pytest.approx(23, abs=5)  # measured 23
+    # Those only held for their arrears are whole again at the cure (measured 9); the ones
+    # suspended need the ladder, longer than this 180-day horizon (censored).
     assert r["n"] + r["censored"] == r["affected"]
+    assert r["n"] >= 5 and r["median_days"] == 0.0
+    assert r["restored_share"] == round(r["n"] / r["affected"], 4)
     assert r["credit_back"]["n"] + r["credit_back"]["censored"] == r["affected"]
-    assert r["credit_back"]["n"] >= 5  # measured 13 back on probation
+    assert r["credit_back"]["n"] >= 15  # measured 23 back on credit
 
 
 # -- the report files -------------------------------------------------------------------------
@@ -149,10 +152,12 @@ def test_report_files_are_written_and_self_contained(portfolio: dict[str, Any]) 
 
 def test_json_has_every_figure_of_every_run(portfolio: dict[str, Any]) -> None:
     data = orjson.loads(portfolio["json"].read_bytes())
-    assert list(data["runs"]) == ["static", "monthly", "champion", "challenger"]
+    assert list(data["runs"]) == ["static", "monthly", "rules_only", "champion", "challenger"]
     assert set(data["definitions"]) == set(DEFINITIONS)
     sampled = [u for us in data["samples"].values() for u in us]
-    assert len(data["samples"]) == 7 and len(sampled) == 14
+    by_persona = data["population"]["by_persona"]
+    assert len(data["samples"]) == len(by_persona) == 10
+    assert len(sampled) == sum(min(2, n) for n in by_persona.values())  # 2 per persona
     for name, r in data["runs"].items():
         for key, *_ in HEADLINE:
             assert m(data, name, key) is not None or "median" in key or "p90" in key, (name, key)
@@ -175,6 +180,30 @@ def test_json_has_every_figure_of_every_run(portfolio: dict[str, Any]) -> None:
             assert r["model"]["labels_learnt"] > 0
 
 
+def test_goals_benchmark_and_officer_figures_are_reported(portfolio: dict[str, Any]) -> None:
+    data = orjson.loads(portfolio["json"].read_bytes())
+    goals = data["goals"]
+    assert len(goals) == 13 and all(set(g) == {"goal", "measured", "target", "met"}
+                                    for g in goals)
+    loss = next(g for g in goals if g["goal"].startswith("loss on defaulters"))
+    assert loss["measured"] == round(m(data, "champion", "defaulters.loss_total")
+                                     / m(data, "static", "defaulters.loss_total"), 4)
+    assert loss["met"] is (loss["measured"] <= 0.5)
+    assert set(data["changes_vs_baselines"]) == {"rules_only", "champion", "challenger"}
+    champ = data["runs"]["champion"]
+    bench = champ["benchmark"]
+    assert bench["train"] + bench["test"] == bench["labels"] > 0
+    assert bench["online_roc_auc"] is not None and bench["offline_roc_auc"] is not None
+    assert set(champ["model"]["segments"]) == {"current_thin", "current_established", "arrears"}
+    assert champ["metrics"]["raises"]["count"] >= champ["metrics"]["good_users"]["raised"] > 0
+    assert "SUSPEND" in champ["metrics"]["reasons"]
+    assert data["runs"]["rules_only"]["uses_model"] is False and champ["uses_model"] is True
+    page = portfolio["html"].read_text(encoding="utf-8")
+    assert page.count("<img ") >= 6 and '<img alt=""' not in page  # every plot described
+    for title in ("Goals", "Changes against the baselines", "segments, calibration"):
+        assert title in page
+
+
 def test_challenger_figures_are_side_by_side_with_the_difference(
         portfolio: dict[str, Any]) -> None:
     data = orjson.loads(portfolio["json"].read_bytes())
@@ -185,7 +214,7 @@ def test_challenger_figures_are_side_by_side_with_the_difference(
     for key in ("defaulters.loss_total", "good_users.suspended", "good_users.mean_limit",
                 "time_to_suspension.recoverers.n", "by_persona.recovering_misser.suspended"):
         assert diff[key] == m(data, "challenger", key) - m(data, "champion", key), key
-    assert diff["good_users.suspended"] > 0  # measured +8
+    assert diff["good_users.suspended"] > 0  # measured +21
     for name in ("champion_minus_static", "champion_minus_monthly"):
         assert data["differences"][name]["defaulters.loss_total"] < 0
     page = portfolio["html"].read_text(encoding="utf-8")
@@ -196,8 +225,9 @@ def test_without_a_challenger_there_is_no_challenger(tmp_path: Path) -> None:
     log = tmp_path / "small.jsonl"
     write_log(SimConfig(users=20, days=40, seed=3), log, progress=False)
     data = backtest(log, truth_path(log), DEFAULT_POLICY)
-    assert list(data["runs"]) == ["static", "monthly", "champion"]
-    assert set(data["differences"]) == {"champion_minus_static", "champion_minus_monthly"}
+    assert list(data["runs"]) == ["static", "monthly", "rules_only", "champion"]
+    assert set(data["differences"]) == {"champion_minus_static", "champion_minus_monthly",
+                                        "champion_minus_rules_only"}
     _, html_path = write_report(data, tmp_path / "out")
     page = html_path.read_text(encoding="utf-8")
     assert "challenger (real time)" not in page and "challenger - champion" not in page
@@ -244,8 +274,8 @@ def test_authorisation_declines_over_the_limit_and_drops_the_refunds_of_declined
 
 def test_monthly_review_holds_the_engine_decision_until_the_next_statement(
         tmp_path: Path) -> None:
-    """In real time the first miss cuts and 30 days past due suspends, at once; the monthly
-    review shows the cut at the next statement and the suspension at its 31-day timer (no
+    """In real time 5 days past due holds the line and 30 suspends, at once; the monthly
+    review shows the hold at the next statement and the suspension at its 31-day timer (no
     statement after the one at day 35)."""
     due_ts = T0 + 25 * DAY_MS
 
@@ -276,26 +306,29 @@ def test_monthly_review_holds_the_engine_decision_until_the_next_statement(
         return [((p.ts - T0) / DAY_MS, p.limit, p.status, p.action)
                 for p in r.trajectories["u1"]]
 
-    assert days(rt) == [(0.0, 1_000_000, "ACTIVE", "OPEN"), (26.0, 800_000, "ACTIVE", "CUT"),
+    # 5 days past due holds the line (available credit 0, the limit kept), 30 suspends.
+    assert days(rt) == [(0.0, 1_000_000, "ACTIVE", "OPEN"),
+                        (30.0, 1_000_000, "HOLD_FOR_REVIEW", "HOLD_LINE"),
                         (55.0, 0, "SUSPENDED", "SUSPEND")]
     assert days(mo) == [(0.0, 1_000_000, "ACTIVE", "OPEN"),
-                        (35.0, 800_000, "ACTIVE", "REVIEW"),  # the statement of day 35
+                        (35.0, 1_000_000, "HOLD_FOR_REVIEW", "REVIEW"),  # the day-35 statement
                         (66.0, 0, "SUSPENDED", "REVIEW")]  # 31 days later, no statement
-    # Day 58: declined in real time, authorised by the monthly review (still ACTIVE for it).
-    assert rt.declined == {"u1": [2, 20_000]}
-    assert mo.declined == {"u1": [1, 10_000]}
+    # Days 58 and 67: declined by both (held or suspended by then, for either).
+    assert rt.declined == mo.declined == {"u1": [2, 20_000]}
     assert rt.balance_at_default == mo.balance_at_default == {"u1": 50_000}
-    assert mo.balance_at_end == {"u1": 60_000}
+    assert mo.balance_at_end == {"u1": 50_000}
 
 
-def test_the_figures_are_deterministic(tmp_path: Path) -> None:
+def test_the_figures_are_deterministic_in_parallel_as_in_sequence(tmp_path: Path) -> None:
     log = tmp_path / "small.jsonl"
     write_log(SimConfig(users=30, days=60, seed=5), log, progress=False)
 
-    def figures() -> bytes:
-        data = backtest(log, truth_path(log), DEFAULT_POLICY)
+    def figures(workers: int) -> bytes:
+        data = backtest(log, truth_path(log), DEFAULT_POLICY, workers=workers)
         for r in data["runs"].values():
             r.pop("seconds")
         return orjson.dumps(data)
 
-    assert figures() == figures()
+    sequential = figures(1)
+    assert sequential == figures(1)
+    assert sequential == figures(3)  # the passes in worker processes: the same bytes

@@ -165,7 +165,11 @@ def test_income_liabilities_and_dti() -> None:
     ])
     v = vector(s, now, LIMIT)
     assert (v["income_monthly"], v["liabilities_monthly"]) == (20_000, 3_000)
-    assert v["debt_to_income"] == pytest.approx((3_000 + 4_000 + 1_000) / 20_000)
+    # The line's monthly obligation: the mean of the installments due within 30 days (paid or
+    # not), so the ratio does not swing between a statement and its payment.
+    assert v["debt_to_income"] == pytest.approx((3_000 + (4_000 + 1_000) / 2) / 20_000)
+    s, _ = run([paid(now + DAY_MS, "soon", 4_000)], s)
+    assert vector(s, now + DAY_MS, LIMIT)["debt_to_income"] == v["debt_to_income"]
     assert v["days_since_open"] == 10
     no_income, _ = run([LiabilitiesReported("l", "u1", T0, 1, "CNY")])
     assert vector(no_income, T0, LIMIT)["debt_to_income"] == RATIO_CAP

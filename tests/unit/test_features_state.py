@@ -113,7 +113,7 @@ def test_clone_shares_no_mutable_container() -> None:
             olds, news = (orig.values(), copy.values()) if isinstance(orig, dict) else (orig, copy)
             assert all(a is not b for a, b in zip(olds, news, strict=True)
                        if isinstance(a, list)), f.name
-    assert containers == 10
+    assert containers == 11
     assert s.hours and s.days and s.installments and s.util_peaks  # nested lists were seen
 
 

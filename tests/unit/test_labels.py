@@ -11,6 +11,7 @@ from features import FeatureConfig
 from features.names import FEATURE_NAMES
 from lab.replay import Replay
 from policies.engine import LABELS, Engine
+from policies.scorer import Trainer
 from policies.spec import load_policy
 from streams.codec import Limits
 from streams.kafka_io import LogRecord
@@ -53,20 +54,39 @@ def test_each_outcome_is_one_example_with_the_features_at_issue() -> None:
         rec("transactions", event_id="t1", ts=T0 + DAY, kind="purchase", amount=90_000,
             currency="CNY"),
         due("d1", "i1", 2), paid("p1", "i1", 10),                   # on time -> 0
-        due("d2", "i2", 32), paid("p2", "i2", 60),                  # paid 8 days late -> 1
-        due("d3", "i3", 62), overdue("x3", "i3", 83, 1),            # overdue -> 1
-        overdue("x3b", "i3", 90, 8),                                # a later notice: no 2nd
-        paid("p3", "i3", 95),                                       # paid after: no 2nd
-        due("d4", "i4", 92),                                        # never resolves
+        due("d2", "i2", 32), paid("p2", "i2", 60),                  # paid 8 days late -> 0
+        due("d3", "i3", 62), overdue("x3", "i3", 83, 1),            # 1 dpd: not yet a default
+        due("d4", "i4", 92),                                        # issued in arrears
+        overdue("x3b", "i3", 112, 30),                              # 30 dpd -> 1
+        overdue("x3c", "i3", 142, 60),                              # a later notice: no 2nd
+        overdue("x4", "i4", 142, 30),                               # 30 dpd -> 1 (arrears)
+        paid("p3", "i3", 145),                                      # paid after: no 2nd
+        due("d5", "i5", 150),                                       # never resolves
     ]
     labels, replay = labels_of(log)
-    assert [(v["installment_id"], v["label"]) for v in labels] == [
-        ("i1", 0), ("i2", 1), ("i3", 1)]
+    # The default policy's definition: 30 or more days past due (label_dpd = 30).
+    assert [(v["installment_id"], v["label"], v["segment"]) for v in labels] == [
+        ("i1", 0, "current_thin"), ("i2", 0, "current_thin"), ("i3", 1, "current_thin"),
+        ("i4", 1, "arrears")]
     assert all(list(v["x"]) == list(FEATURE_NAMES) for v in labels)
     # The snapshot is the vector at issue time: the purchase before i1 was issued is in it.
     assert labels[0]["x"]["spend_count_30d"] == 1.0
-    assert len({v["event_id"] for v in labels}) == 3
-    assert replay.states["u1"].view()["pending_labels"] == 1  # i4 waits
+    assert len({v["event_id"] for v in labels}) == 4
+    assert replay.states["u1"].view()["pending_labels"] == 1  # i5 waits
+
+
+def test_arrears_at_issue_labels_are_judged_apart_and_never_learnt() -> None:
+    trainer = Trainer("logistic")
+    current = {"overdue_amount": 0.0, "utilization": 0.4}
+    arrears = {"overdue_amount": 500.0, "utilization": 0.9}
+    assert trainer.learn(current, 0, offset=0) is True
+    assert trainer.learn(arrears, 1, offset=1) is False  # scored, not learnt
+    assert trainer.model.n_learned == 1 and trainer.labels_offset == 1
+    assert trainer.quality.n == 1  # the gate's quality: what the model learns from
+    assert {s: q.n for s, q in trainer.segments.items()} == {
+        "current_thin": 1, "current_established": 0, "arrears": 1}
+    assert trainer.learn(arrears, 1, offset=1) is False  # a replayed offset changes nothing
+    assert trainer.segments["arrears"].n == 1
 
 
 def test_duplicated_and_replayed_outcomes_teach_nothing_twice() -> None:

@@ -93,6 +93,8 @@ def population(
     f["overdue_amount"] = np.where(late > 0, rng.lognormal(10, 1, n), 0.0)
     f["days_since_open"] = rng.uniform(30, 3000, n)
     f["anomaly_score"] = rng.beta(2, 8, n)
+    # The last hour's anomaly scores: derived, so that the draws above (and the labels) stay.
+    f["anomaly_burst_1h"] = f["anomaly_score"] * np.minimum(f["spend_count_1h"], 5.0)
     assert set(f) == set(FEATURE_NAMES), set(FEATURE_NAMES) ^ set(f)
 
     logit = _true_logit(f)

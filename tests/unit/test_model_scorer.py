@@ -27,6 +27,9 @@ KEY = b"an-hmac-key-of-32-bytes-exactly!"
 Data = tuple[list[dict[str, float]], list[int]]
 GATE = Gate(min_labels=500, min_auc=0.70, max_log_loss=0.45)
 GOOD = QualitySummary(n=2000, roc_auc=0.82, log_loss=0.30, in_drift=False)
+#: The synthetic population's labels are all learnt, whatever their overdue amount (the
+#: arrears-at-issue segment is tested in test_labels.py).
+SEG = "current_established"
 
 
 def rules(x: Mapping[str, float]) -> Risk:
@@ -44,7 +47,7 @@ def train(
 ) -> Trainer:
     t = t or Trainer("logistic")
     for i, (x, label) in enumerate(zip(xs, y, strict=True), start=start):
-        t.learn(x, label, offset=i)
+        t.learn(x, label, offset=i, segment=SEG)
     return t
 
 
@@ -63,7 +66,7 @@ def test_too_few_labels_is_cold(stream: Data) -> None:
     s = Scorer(GATE, rules)
     s.install(t.model, GOOD)
     assert s.risk(xs[0]).fallback_reason == MODEL_COLD
-    t.learn(xs[499], y[499], offset=499)
+    t.learn(xs[499], y[499], offset=499, segment=SEG)
     s.install(t.model, GOOD)
     assert s.fallback_reason == ""
 
@@ -122,7 +125,7 @@ def test_a_concept_flip_sends_decisions_to_the_rules() -> None:
     assert s.fallback_reason == ""
     reasons = []
     for i, (x, label) in enumerate(zip(b[0], b[1], strict=True), start=3000):
-        t.learn(x, label, offset=i)
+        t.learn(x, label, offset=i, segment=SEG)
         s.install(t.model, t.summary())
         reasons.append(s.risk(x).fallback_reason)
     assert t.quality.drift_detected_count >= 1
@@ -143,15 +146,15 @@ def test_trainer_is_prequential_and_skips_replayed_offsets(stream: Data) -> None
     t = Trainer("logistic")
     assert t.labels_offset == -1
     p0 = t.model.score(xs[0])
-    assert t.learn(xs[0], y[0], offset=10)
+    assert t.learn(xs[0], y[0], offset=10, segment=SEG)
     assert t.quality.n == 1 and t.quality._pairs[0] == (p0, y[0])  # scored before learning
     version = t.model.version
     for off in (10, 3, -1):
-        assert not t.learn(xs[1], y[1], offset=off)
+        assert not t.learn(xs[1], y[1], offset=off, segment=SEG)
     assert (t.model.version, t.model.n_learned, t.quality.n) == (version, 1, 1)
-    assert t.learn(xs[1], y[1], offset=11) and t.labels_offset == 11
+    assert t.learn(xs[1], y[1], offset=11, segment=SEG) and t.labels_offset == 11
     with pytest.raises(ValueError):
-        t.learn(xs[2], 2, offset=12)
+        t.learn(xs[2], 2, offset=12, segment=SEG)
     assert (t.labels_offset, t.quality.n, t.model.n_learned) == (11, 2, 2)
 
 
@@ -165,10 +168,11 @@ def test_restore_continues_identically(stream: Data, kind: str) -> None:
     b = Trainer.restore(snap)
     assert (b.model.version, b.labels_offset, b.quality.n) == (a.model.version, 1499, 1500)
     # After a restart the labels topic replays from an earlier committed offset: skipped.
-    replayed = [b.learn(xs[i], y[i], offset=i) for i in range(1200, 1500)]
+    replayed = [b.learn(xs[i], y[i], offset=i, segment=SEG) for i in range(1200, 1500)]
     assert not any(replayed)
     for i in range(1500, 1700):  # the same 200 further labels on both
-        assert a.learn(xs[i], y[i], offset=i) and b.learn(xs[i], y[i], offset=i)
+        assert a.learn(xs[i], y[i], offset=i, segment=SEG)
+        assert b.learn(xs[i], y[i], offset=i, segment=SEG)
     probe = xs[2000:]
     assert max(abs(a.model.score(x) - b.model.score(x)) for x in probe) <= 1e-12
     assert a.model.version == b.model.version

@@ -59,3 +59,15 @@ def test_from_dict_rejects_missing_and_unknown_keys() -> None:
     del d["limit"]
     with pytest.raises(ValueError, match="missing"):
         Account.from_dict(d)
+
+
+def test_a_state_stored_before_the_hold_fields_reads_with_them_at_zero() -> None:
+    acc = new_account(load_policy(DEFAULT_POLICY), 1_767_225_600_000)
+    old = acc.to_dict()
+    for key in ("last_raise_ts", "last_hold_ts", "hold_until_ts", "stage_balance",
+                "uncut_limit"):
+        del old[key]
+    assert Account.from_dict(old) == acc
+    held = {**acc.to_dict(), "status": "HOLD_FOR_REVIEW", "frozen_from": "ACTIVE",
+            "hold_until_ts": 5}
+    assert Account.from_dict(held).status is Status.HOLD_FOR_REVIEW

@@ -67,7 +67,7 @@ def test_every_setting_in_the_default_file_has_a_comment() -> None:
     # and every key of the file is one the loader reads (no silent extras)
     raw = tomllib.loads(TEXT)
     assert set(raw) == {"limits", "increase", "decrease", "suspend", "reinstate", "review",
-                        "anomaly", "model", "rules", "operators"}
+                        "anomaly", "hold", "guardrails", "model", "rules", "operators"}
 
 
 def test_check_file_summarises_and_names_the_key(tmp_path: Path) -> None:
@@ -106,12 +106,17 @@ INVALID = [
     ("raise and cut without a gap", _set(TEXT, "increase", "max_pd", "0.15"), "decrease.pd_cut"),
     ("cut above suspend", _set(TEXT, "decrease", "pd_cut", "0.4"), "suspend.pd_suspend"),
     ("reinstate above relapse", _set(TEXT, "reinstate", "max_pd", "0.35"), "reinstate.max_pd"),
-    ("dti gap", _set(TEXT, "increase", "max_dti", "0.7"), "decrease.max_dti"),
+    ("dti gap", _set(TEXT, "increase", "max_dti", "0.9"), "decrease.max_dti"),
     ("inflow gap", _set(TEXT, "increase", "min_inflow_trend", "0.5"),
      "increase.min_inflow_trend"),
-    ("anomaly cut above severe", _set(TEXT, "decrease", "anomaly_cut", "0.99"),
-     "suspend.anomaly_severe"),
-    ("anomaly trigger above the cut", _set(TEXT, "anomaly", "trigger", "0.9"), "anomaly.trigger"),
+    ("anomaly trigger above the single-transaction hold", _set(TEXT, "anomaly", "trigger",
+                                                               "0.95"), "anomaly.trigger"),
+    ("arrears hold after the suspension", _set(TEXT, "hold", "arrears_dpd", "30"),
+     "hold.arrears_dpd"),
+    ("unknown non-actionable feature", _set(TEXT, "guardrails", "non_actionable", '["shoe_size"]'),
+     "guardrails.non_actionable[0]"),
+    ("default label beyond its horizon", _set(TEXT, "model", "label_dpd", "200"),
+     "model.label_dpd"),
     ("raise cooldown after a cut shorter than after a raise",
      _set(TEXT, "decrease", "raise_cooldown_days", "10"), "decrease.raise_cooldown_days"),
     ("ladder not increasing", _set(TEXT, "reinstate", "ladder", "[10, 50, 25, 100]"),
@@ -132,7 +137,7 @@ INVALID = [
      "operators.allowed[1]"),
     ("duplicate operator", _set(TEXT, "operators", "allowed", '["ops-1", "ops-1"]'),
      "operators.allowed"),
-    ("section not a table", "review = 3\n" + re.sub(r"\[review\]\ninterval_days[^\n]*\n", "",
+    ("section not a table", "review = 3\n" + re.sub(r"\[review\]\n(?:[a-z_]+ = [^\n]*\n)*", "",
                                                       TEXT), "review"),
     ("rules: unknown feature", _add(TEXT, "rules.weights",
                                     "salary = { weight = 1.0, reference = 0.0, cap = 1.0 }"),

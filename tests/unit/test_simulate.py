@@ -14,8 +14,10 @@ import pytest
 
 from features.windows import DAY_MS, HOUR_MS
 from lab.personas import (
+    BUST_OUT,
     COLLAPSE,
     DEFAULT_MIX,
+    DRIFTER,
     FRAUD,
     FRAUD_MCCS,
     GROWER,
@@ -24,6 +26,7 @@ from lab.personas import (
     RECOVERER,
     SEASONAL,
     STEADY,
+    TECHNICAL,
     THIN,
 )
 from lab.simulate import (
@@ -327,3 +330,64 @@ def test_seasonal_spenders_peak_and_growing_earners_grow(pop: Population) -> Non
         last = sum(e["amount"] for e in inflows if e["ts"] >= CFG.end_ts - 60 * DAY_MS)
         grew += last > 1.15 * first
     assert grew >= 0.8 * len(pop.users(GROWER))
+
+
+@pytest.fixture(scope="module")
+def harder() -> Population:
+    """The personas added for a harder portfolio, over a year."""
+    mix = {DRIFTER: 0.4, BUST_OUT: 0.3, TECHNICAL: 0.3}
+    return Population(SimConfig(users=150, days=360, seed=17, persona_mix=mix))
+
+
+def test_drifters_spend_more_pay_the_minimum_then_default(harder: Population) -> None:
+    users = harder.users(DRIFTER)
+    assert len(users) >= 40
+    for user in users:
+        t = harder.truth[user]
+        drift = t["drift_ts"]
+        if not t["defaults"]:
+            continue  # the default fell past the horizon
+        assert drift + 60 * DAY_MS <= t["default_ts"]
+        # income never falls: salary inflows go on after the drift
+        assert any(e["ts"] > t["default_ts"] for e in harder.kind(user, "inflow")), user
+        # after the drift and before the default, every installment is paid exactly (the
+        # minimum)
+        dues = {e["installment_id"]: e for e in harder.kind(user, "due")
+                if drift < e["ts"] and e["due_ts"] < t["default_ts"]}
+        for p in harder.kind(user, "paid"):
+            if p["installment_id"] in dues:
+                assert p["amount_paid"] == dues[p["installment_id"]]["amount_due"], user
+    assert sum(harder.truth[u]["defaults"] for u in users) >= 0.8 * len(users)
+
+
+def test_bust_outs_open_late_max_the_line_and_never_pay(harder: Population) -> None:
+    users = harder.users(BUST_OUT)
+    assert len(users) >= 30
+    for user in users:
+        t = harder.truth[user]
+        assert t["opened_ts"] > harder.cfg.start_ts
+        bust = t["bust_ts"]
+        sign = {"purchase": 1, "cash_advance": 1, "refund": -1}
+        balance = sum(sign.get(e["kind"], 0) * e.get("amount", 0) - e.get("amount_paid", 0)
+                      for e in harder.by_user[user] if e["ts"] < bust + 2 * DAY_MS)
+        assert balance >= 0.7 * t["initial_limit"], user  # the line maxed out in two days
+        assert t["defaults"] is True and t["default_ts"] > bust
+        issued_after = {e["installment_id"] for e in harder.kind(user, "due")
+                        if e["ts"] > bust}
+        assert issued_after and not [e for e in harder.kind(user, "paid")
+                                     if e["installment_id"] in issued_after], user
+
+
+def test_technical_lates_pay_one_installment_a_few_days_late(harder: Population) -> None:
+    users = harder.users(TECHNICAL)
+    assert len(users) >= 30
+    for user in users:
+        t = harder.truth[user]
+        assert t["defaults"] is False
+        notices = harder.kind(user, "overdue")
+        assert len(t["missed_installments"]) <= 1
+        assert all(e["days_past_due"] == 1 for e in notices), user
+        for inst in t["missed_installments"]:
+            due = next(e for e in harder.kind(user, "due") if e["installment_id"] == inst)
+            for paid in (e for e in harder.kind(user, "paid") if e["installment_id"] == inst):
+                assert DAY_MS <= paid["ts"] - due["due_ts"] < 4 * DAY_MS
