@@ -108,13 +108,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
     settings = _settings()
     policy = load_policy(Path(args.policy) if args.policy else settings.policy_file)
     engine, scorer = engine_for(policy, settings)
-    learning = InProcessLearning(scorer, settings.model_kind, settings.snapshot_every_labels)
+    # --model off: the scorer never gets a model, so every decision is the rules', as on a
+    # worker without LIMITSTREAM_MODEL_HMAC_KEY (its trainer publishes no snapshot).
+    learning = (InProcessLearning(scorer, settings.model_kind, settings.snapshot_every_labels)
+                if args.model == "learn" else None)
     t0 = time.perf_counter()
-    stats = replay_file(engine, Limits(settings.currency, settings.max_message_bytes),
-                        Path(args.log), Path(args.output), learning)
+    stats = replay_file(engine, Limits.from_settings(settings),
+                        Path(args.log), Path(args.output), learning, settings.partitions)
     dt = time.perf_counter() - t0
     summary = {**dataclasses.asdict(stats), "policy_version": policy.version,
-               "model": learning.report(), "seconds": round(dt, 3),
+               "model": learning.report() if learning is not None else "off",
+               "seconds": round(dt, 3),
                "records_per_s": round(stats.records / dt) if dt else 0}
     print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode(), file=sys.stderr)
     return 0
@@ -225,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("log")
     r.add_argument("--output", required=True, help="JSON Lines of every output")
     r.add_argument("--policy", default="", help="policy file (default: LIMITSTREAM_POLICY_FILE)")
+    r.add_argument("--model", choices=("learn", "off"), default="learn",
+                   help="learn: the model learns in process from the log's labels, as the "
+                   "live trainer does; off: rules alone, as a worker without "
+                   "LIMITSTREAM_MODEL_HMAC_KEY")
     r.set_defaults(func=cmd_replay)
 
     pol = sub.add_parser("policy", help="policy files")
@@ -262,6 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--users", type=int, default=300)
     d.add_argument("--plain", action="store_true", help="no live terminal view: print lines")
     d.set_defaults(func=cmd_demo)
+
+    from limitstream.redrive import add_parser as add_redrive_parser
+
+    add_redrive_parser(sub)  # limitstream redrive: dead letters back to their source topic
+
+    from limitstream.topics import add_parser as add_topics_parser
+
+    add_topics_parser(sub)  # limitstream topics: create the topics (compose init, k8s job)
     return p
 
 

@@ -25,6 +25,10 @@ from typing import Final
 
 PREFIX: Final = "LIMITSTREAM_"
 DEFAULT_POLICY: Final = Path(__file__).resolve().parent.parent / "policies" / "default.toml"
+#: The start of every placeholder value of deploy/k8s/secrets/*.env.example.
+PLACEHOLDER: Final = "REPLACE_ME"
+#: Faust's ``broker_request_timeout`` (90 s): it refuses a longer session timeout.
+MAX_SESSION_TIMEOUT_MS: Final = 90_000
 
 
 class SettingsError(ValueError):
@@ -132,8 +136,135 @@ class Settings:
     #: The River pipeline the trainer learns (policies.model.RiskModel kinds).
     model_kind: str = "logistic"
     log_level: str = "warning"
+    # -- event-time order and liveness of the user agent (agents/user_agent.py) --
+    #: How long a partition group waits for an input partition that has nothing buffered
+    #: but is not caught up (records are on the broker, not yet fetched), before it applies
+    #: its records out of event-time order. Workers starting on a bulk-published backlog, or
+    #: restarted or joined mid-stream, waited at most 3.8 s for such a partition (p50 16-30
+    #: ms, p99 0.6-2.2 s; tests/e2e/test_event_order.py on the embedded broker, whose fetches
+    #: bring one partition at a time, on a loaded 2-core machine): 10 s leaves a margin.
+    max_idle_ms: int = 10_000
+    #: Records a worker holds for ordering at most; past it the oldest head is applied. A
+    #: held record of 150 bytes took 830 bytes (its Faust event and message): about 80 MB.
+    order_buffer_max: int = 100_000
+    #: /healthz fails when records wait and none was applied for this long. Far above what
+    #: a healthy agent takes: the ordering bound (max_idle_ms) and the isolation of a poison
+    #: record (8 s from its batch's first failure to the rest applied, e2e), with room for a
+    #: broker's leader election.
+    stall_timeout_s: int = 120
     topics: Topics = field(default_factory=Topics)
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
+
+    # -- Input bounds, clock sanity and Kafka client limits (issue 16) ---------------------
+    # Client defaults are values Apache Kafka's brokers accept out of the box (held by
+    # tests/unit/test_kafka_contract.py), never values only the embedded broker tolerates.
+    #: Larger record keys go to dead-letter unread: a key is an id (a user_id has at most
+    #: 128 characters); 1 KiB leaves room for another producer's ids.
+    max_key_bytes: int = 1_024
+    #: An event whose ``ts`` is further ahead of its record's broker timestamp goes to
+    #: dead-letter as ``ts_in_future`` instead of moving the user's clock.
+    max_clock_skew_ms: int = 86_400_000
+    #: Consumer group session timeout: a crashed worker's partitions move after this. Kafka
+    #: refuses a JoinGroup outside [group.min.session.timeout.ms, group.max.session.timeout.ms]
+    #: (6 000 and 1 800 000 ms by default); 10 s is aiokafka's own default.
+    session_timeout_ms: int = 10_000
+    #: Heartbeats to the group coordinator; also how soon a member hears of a rebalance.
+    heartbeat_interval_ms: int = 1_000
+    #: How long the coordinator waits for members to rejoin a rebalance (see streams/app.py).
+    rebalance_timeout_ms: int = 30_000
+    #: The producer's largest request (and so record); at most Kafka's message.max.bytes
+    #: (1 048 588 by default). Faust's default.
+    max_request_bytes: int = 1_000_000
+
+    @property
+    def dead_letter_max_bytes(self) -> int:
+        """No dead letter is larger (key and value): a quarter of the producer's request, so it
+        is well under the limit whatever shares its request."""
+        return self.max_request_bytes // 4
+
+    def _kafka_limits(self, env: Mapping[str, str]) -> Settings:
+        """These settings with the issue-16 block read from ``env`` (the fields' defaults when
+        a variable is not set)."""
+
+        def get_int(name: str, default: int, minimum: int) -> int:
+            raw = env.get(PREFIX + name, str(default))
+            try:
+                value = int(raw)
+            except ValueError:
+                raise SettingsError(f"{PREFIX}{name}={raw!r}: expected an integer") from None
+            if value < minimum:
+                raise SettingsError(f"{PREFIX}{name}={value}: must be >= {minimum}")
+            return value
+
+        return dataclasses.replace(
+            self,
+            max_key_bytes=get_int("MAX_KEY_BYTES", self.max_key_bytes, 16),
+            max_clock_skew_ms=get_int("MAX_CLOCK_SKEW_MS", self.max_clock_skew_ms, 0),
+            session_timeout_ms=get_int("SESSION_TIMEOUT_MS", self.session_timeout_ms, 1),
+            heartbeat_interval_ms=get_int("HEARTBEAT_INTERVAL_MS", self.heartbeat_interval_ms, 1),
+            rebalance_timeout_ms=get_int("REBALANCE_TIMEOUT_MS", self.rebalance_timeout_ms, 1),
+            max_request_bytes=get_int("MAX_REQUEST_BYTES", self.max_request_bytes, 65_536),
+        )
+
+    def _validate_kafka_limits(self) -> None:
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise SettingsError(f"{PREFIX}HEARTBEAT_INTERVAL_MS must be below "
+                                f"{PREFIX}SESSION_TIMEOUT_MS (Kafka advises at most a third)")
+        if self.session_timeout_ms > MAX_SESSION_TIMEOUT_MS:
+            raise SettingsError(f"{PREFIX}SESSION_TIMEOUT_MS={self.session_timeout_ms}: at most "
+                                f"{MAX_SESSION_TIMEOUT_MS} (Faust's request timeout)")
+        # Any record that passes the size checks must fit a dead letter whole, so that it can
+        # be re-driven: its value in base64 (4/3) and its key twice (the record's key and a
+        # field), plus the error and the fixed fields (16 KiB).
+        need = 2 * (self.max_message_bytes + self.max_key_bytes) + 16_384
+        if need > self.dead_letter_max_bytes:
+            raise SettingsError(
+                f"{PREFIX}MAX_MESSAGE_BYTES={self.max_message_bytes} and {PREFIX}MAX_KEY_BYTES="
+                f"{self.max_key_bytes} need dead letters of {need} bytes, above a quarter of "
+                f"{PREFIX}MAX_REQUEST_BYTES={self.max_request_bytes}: raise it or lower them")
+
+    # -- Topic configuration and deployment checks (issue 18) --------------------------------
+    # The one place for the configs of the topics limitstream creates: the worker, the compose
+    # init and the Kubernetes job all run streams.kafka_io.ensure_topics (`limitstream topics`).
+    #: Retention of the ``decisions`` audit topic, days: an audit trail of credit decisions
+    #: is kept for years (7 here; set your legal period, or archive it downstream).
+    audit_retention_days: int = 2_555
+    #: ``min.insync.replicas`` of every topic created; 0: the replication factor less one (at
+    #: least 1), so that with acks=all a write survives the loss of any one broker.
+    min_insync_replicas: int = 0
+
+    @property
+    def topic_min_insync_replicas(self) -> int:
+        return self.min_insync_replicas or max(1, self.replication_factor - 1)
+
+    def _topic_config(self, env: Mapping[str, str]) -> Settings:
+        """These settings with the issue-18 block read from ``env``."""
+
+        def get_int(name: str, default: int, minimum: int) -> int:
+            raw = env.get(PREFIX + name, str(default))
+            try:
+                value = int(raw)
+            except ValueError:
+                raise SettingsError(f"{PREFIX}{name}={raw!r}: expected an integer") from None
+            if value < minimum:
+                raise SettingsError(f"{PREFIX}{name}={value}: must be >= {minimum}")
+            return value
+
+        return dataclasses.replace(
+            self,
+            audit_retention_days=get_int("AUDIT_RETENTION_DAYS", 2_555, 1),
+            min_insync_replicas=get_int("MIN_INSYNC_REPLICAS", 0, 0),
+        )
+
+    def _validate_deployment(self) -> None:
+        if self.min_insync_replicas > self.replication_factor:
+            raise SettingsError(
+                f"{PREFIX}MIN_INSYNC_REPLICAS={self.min_insync_replicas} is above "
+                f"{PREFIX}REPLICATION_FACTOR={self.replication_factor}: no write could succeed")
+        # The example files ship placeholders: one copied unchanged must not run as a key.
+        if self.model_hmac_key.value.startswith(PLACEHOLDER):
+            raise SettingsError(f"{PREFIX}MODEL_HMAC_KEY is the example's placeholder "
+                                f"({PLACEHOLDER}...): set a random secret")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -194,9 +325,14 @@ class Settings:
             snapshot_every_labels=get_int("SNAPSHOT_EVERY_LABELS", 200, minimum=1),
             model_kind=get("MODEL_KIND", "logistic"),
             log_level=get("LOG_LEVEL", "warning").lower(),
+            max_idle_ms=get_int("MAX_IDLE_MS", 10_000),
+            order_buffer_max=get_int("ORDER_BUFFER_MAX", 100_000, minimum=1),
+            stall_timeout_s=get_int("STALL_TIMEOUT_S", 120, minimum=1),
             topics=topics,
             security=security,
         )
+        settings = settings._kafka_limits(env)
+        settings = settings._topic_config(env)
         settings.validate()
         return settings
 
@@ -239,6 +375,8 @@ class Settings:
                                 "logistic_adagrad")
         if self.security.protocol not in {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}:
             raise SettingsError(f"{PREFIX}SECURITY_PROTOCOL={self.security.protocol!r}: unknown")
+        self._validate_kafka_limits()
+        self._validate_deployment()
 
     @property
     def uses_embedded_broker(self) -> bool:
