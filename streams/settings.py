@@ -182,30 +182,6 @@ class Settings:
         is well under the limit whatever shares its request."""
         return self.max_request_bytes // 4
 
-    def _kafka_limits(self, env: Mapping[str, str]) -> Settings:
-        """These settings with the issue-16 block read from ``env`` (the fields' defaults when
-        a variable is not set)."""
-
-        def get_int(name: str, default: int, minimum: int) -> int:
-            raw = env.get(PREFIX + name, str(default))
-            try:
-                value = int(raw)
-            except ValueError:
-                raise SettingsError(f"{PREFIX}{name}={raw!r}: expected an integer") from None
-            if value < minimum:
-                raise SettingsError(f"{PREFIX}{name}={value}: must be >= {minimum}")
-            return value
-
-        return dataclasses.replace(
-            self,
-            max_key_bytes=get_int("MAX_KEY_BYTES", self.max_key_bytes, 16),
-            max_clock_skew_ms=get_int("MAX_CLOCK_SKEW_MS", self.max_clock_skew_ms, 0),
-            session_timeout_ms=get_int("SESSION_TIMEOUT_MS", self.session_timeout_ms, 1),
-            heartbeat_interval_ms=get_int("HEARTBEAT_INTERVAL_MS", self.heartbeat_interval_ms, 1),
-            rebalance_timeout_ms=get_int("REBALANCE_TIMEOUT_MS", self.rebalance_timeout_ms, 1),
-            max_request_bytes=get_int("MAX_REQUEST_BYTES", self.max_request_bytes, 65_536),
-        )
-
     def _validate_kafka_limits(self) -> None:
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             raise SettingsError(f"{PREFIX}HEARTBEAT_INTERVAL_MS must be below "
@@ -236,25 +212,6 @@ class Settings:
     @property
     def topic_min_insync_replicas(self) -> int:
         return self.min_insync_replicas or max(1, self.replication_factor - 1)
-
-    def _topic_config(self, env: Mapping[str, str]) -> Settings:
-        """These settings with the issue-18 block read from ``env``."""
-
-        def get_int(name: str, default: int, minimum: int) -> int:
-            raw = env.get(PREFIX + name, str(default))
-            try:
-                value = int(raw)
-            except ValueError:
-                raise SettingsError(f"{PREFIX}{name}={raw!r}: expected an integer") from None
-            if value < minimum:
-                raise SettingsError(f"{PREFIX}{name}={value}: must be >= {minimum}")
-            return value
-
-        return dataclasses.replace(
-            self,
-            audit_retention_days=get_int("AUDIT_RETENTION_DAYS", 2_555, 1),
-            min_insync_replicas=get_int("MIN_INSYNC_REPLICAS", 0, 0),
-        )
 
     def _validate_deployment(self) -> None:
         if self.min_insync_replicas > self.replication_factor:
@@ -328,11 +285,17 @@ class Settings:
             max_idle_ms=get_int("MAX_IDLE_MS", 10_000),
             order_buffer_max=get_int("ORDER_BUFFER_MAX", 100_000, minimum=1),
             stall_timeout_s=get_int("STALL_TIMEOUT_S", 120, minimum=1),
+            max_key_bytes=get_int("MAX_KEY_BYTES", 1_024, minimum=16),
+            max_clock_skew_ms=get_int("MAX_CLOCK_SKEW_MS", 86_400_000),
+            session_timeout_ms=get_int("SESSION_TIMEOUT_MS", 10_000, minimum=1),
+            heartbeat_interval_ms=get_int("HEARTBEAT_INTERVAL_MS", 1_000, minimum=1),
+            rebalance_timeout_ms=get_int("REBALANCE_TIMEOUT_MS", 30_000, minimum=1),
+            max_request_bytes=get_int("MAX_REQUEST_BYTES", 1_000_000, minimum=65_536),
+            audit_retention_days=get_int("AUDIT_RETENTION_DAYS", 2_555, minimum=1),
+            min_insync_replicas=get_int("MIN_INSYNC_REPLICAS", 0),
             topics=topics,
             security=security,
         )
-        settings = settings._kafka_limits(env)
-        settings = settings._topic_config(env)
         settings.validate()
         return settings
 

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -40,7 +38,7 @@ import pytest
 import yaml
 
 from limitstream.worker_process import WorkerProcess
-from streams.broker import EmbeddedBroker, free_port
+from streams.broker import EmbeddedBroker, free_port, terminate
 from streams.kafka_io import LogRecord
 from tests.e2e.helpers import publish_phase, simulated_phases, wait_assignment
 from tests.e2e.test_prometheus_scrape import (
@@ -173,15 +171,8 @@ class Alertmanager:
             return False
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
+        """SIGTERM by PID, then SIGKILL if it lingers."""
+        terminate(self.process, 10)
 
 
 def rules_for_the_test(workdir: Path) -> Path:

@@ -16,10 +16,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 import urllib.error
@@ -42,7 +40,7 @@ from policies.model import RiskModel
 from policies.processor import BatchResult, Processor, RawRecord
 from policies.snapshot import SnapshotRejected, sign_snapshot, verify_snapshot
 from policies.spec import load_policy
-from streams.broker import EmbeddedBroker, free_port
+from streams.broker import EmbeddedBroker, free_port, terminate
 from streams.codec import Limits
 from streams.kafka_io import LogRecord
 from tests.e2e.helpers import publish, read_topic, record, settings_of, wait_committed
@@ -231,16 +229,7 @@ class Prometheus:
 
     def stop(self) -> None:
         """SIGTERM by PID, then SIGKILL if it lingers."""
-        if self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+        terminate(self.process, 10)
 
     def api(self, path: str, **params: str) -> Any:
         url = f"http://127.0.0.1:{self.port}/api/v1/{path}"

@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from features.names import FEATURE_NAMES
+from lab.benchmark import roc_auc
 
 Vector = dict[str, float]
 
@@ -143,22 +144,10 @@ def predict_offline(
 
 
 def auc(scores: NDArray[np.float64] | list[float], y: NDArray[np.float64] | list[int]) -> float:
-    """Exact ROC AUC (Mann-Whitney, average ranks for ties)."""
-    s = np.asarray(scores, dtype=float)
-    t = np.asarray(y, dtype=int)
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s))
-    sorted_s = s[order]
-    i = 0
-    while i < len(s):
-        j = i
-        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    n_pos = int(t.sum())
-    n_neg = len(t) - n_pos
-    return float((ranks[t == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    """Exact ROC AUC (the lab's, average ranks for ties) of data that has both classes."""
+    value = roc_auc([float(v) for v in scores], [int(v) for v in y])
+    assert value is not None, "both classes are needed"
+    return value
 
 
 # -- tests of the helpers ------------------------------------------------------------------------
