@@ -75,8 +75,8 @@ def run_replay(users: int = 1000, days: int = 90, repeat: int = 3) -> ReplayResu
             engine, scorer = engine_for(policy, settings)
             learning = InProcessLearning(scorer, settings.model_kind,
                                          settings.snapshot_every_labels)
-            replay = Replay(engine, Limits(settings.currency, settings.max_message_bytes),
-                            learning)
+            replay = Replay(engine, Limits.from_settings(settings), learning,
+                            settings.partitions)
             gc.unfreeze()
             gc.set_threshold(*DEFAULT_GC_THRESHOLDS)
             if tuned:

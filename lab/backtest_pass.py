@@ -154,8 +154,8 @@ class _Pass:
             self.learning = InProcessLearning(scorer, settings.model_kind,
                                               settings.snapshot_every_labels,
                                               keep_examples=True)
-            self.replay = Replay(engine, Limits(settings.currency, settings.max_message_bytes),
-                                 self.learning)
+            self.replay = Replay(engine, Limits.from_settings(settings), self.learning,
+                                 settings.partitions)
             self.result.policy_version = policy.version
 
     # -- the card's view ---------------------------------------------------------------------
