@@ -113,6 +113,7 @@ def create_app(settings: Settings) -> faust.App:
         "broker_session_timeout": settings.session_timeout_ms / 1000,
         "broker_heartbeat_interval": settings.heartbeat_interval_ms / 1000,
         "broker_rebalance_timeout": settings.rebalance_timeout_ms / 1000,
+        "broker_commit_interval": settings.commit_interval_ms / 1000,
         "producer_max_request_size": settings.max_request_bytes,
         # The user table is keyed by user_id; a small key index keeps memory flat.
         "table_cleanup_interval": 30.0,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -161,6 +161,18 @@ async def produce(settings: Settings, records: Iterable[LogRecord],
     return n
 
 
+def record_dict(r: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:
+    """A consumed record as :func:`consume` yields it: the value as JSON, or as base64 when
+    it is not JSON (bad input is shown, not hidden)."""
+    try:
+        value: Any = orjson.loads(r.value) if r.value is not None else None
+    except orjson.JSONDecodeError:
+        value = {"value_b64": base64.b64encode(r.value or b"").decode()}
+    return {"topic": r.topic, "partition": r.partition, "offset": r.offset,
+            "timestamp": r.timestamp,
+            "key": r.key.decode("utf-8", "replace") if r.key else None, "value": value}
+
+
 async def consume(settings: Settings, topic: str, *, count: int = 0, idle: float = 10.0,
                   from_beginning: bool = True) -> AsyncIterator[dict[str, Any]]:
     """Yield the records of ``topic`` as dicts until ``count`` records or ``idle`` seconds
@@ -178,14 +190,7 @@ async def consume(settings: Settings, topic: str, *, count: int = 0, idle: float
                 return
             for tp_records in batch.values():
                 for r in tp_records:
-                    try:
-                        value: Any = orjson.loads(r.value) if r.value is not None else None
-                    except orjson.JSONDecodeError:
-                        value = {"value_b64": base64.b64encode(r.value or b"").decode()}
-                    yield {"topic": r.topic, "partition": r.partition, "offset": r.offset,
-                           "timestamp": r.timestamp,
-                           "key": r.key.decode("utf-8", "replace") if r.key else None,
-                           "value": value}
+                    yield record_dict(r)
                     seen += 1
                     if count and seen >= count:
                         return

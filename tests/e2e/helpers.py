@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from lab.replay import Replay
@@ -24,7 +24,7 @@ from policies.processor import INPUT_TOPICS
 from policies.spec import load_policy
 from streams.app import aiokafka_kwargs
 from streams.codec import Limits, encode
-from streams.kafka_io import LogRecord, consume, ensure_topics, logical_topics, produce
+from streams.kafka_io import LogRecord, ensure_topics, logical_topics, produce, record_dict
 from streams.offset_trace import (
     gaps,
     premature_batches,
@@ -62,13 +62,11 @@ def publish(env: dict[str, str], records: Iterable[LogRecord]) -> Counter[str]:
     return Counter(r.topic for r in recs)
 
 
-def read_topic(env: dict[str, str], topic: str, timeout: float = 3.0) -> list[dict[str, Any]]:
-    settings = settings_of(env)
-
-    async def run() -> list[dict[str, Any]]:
-        return [r async for r in consume(settings, topic, idle=timeout)]
-
-    return asyncio.run(run())
+def read_topic(env: dict[str, str], topic: str, idle: float = 1.0) -> list[dict[str, Any]]:
+    """Every record of ``topic`` (logical or real name) as :func:`streams.kafka_io.consume`
+    gives them, read as :func:`read_to_end` does."""
+    real = logical_topics(settings_of(env)).get(topic, topic)
+    return [record_dict(r) for r in read_to_end(env, [real], idle)]
 
 
 def committed_offsets(env: dict[str, str], topic: str) -> dict[int, int]:
@@ -287,23 +285,22 @@ def fold(env: dict[str, str], *runs: Iterable[LogRecord]) -> Fold:
 
 # -- reading what the workers produced -------------------------------------------------------
 
-def read_outputs(env: dict[str, str], topics: Iterable[str] = OUTPUT_TOPICS,
-                 idle: float = 1.0) -> dict[str, list[dict[str, Any]]]:
-    """Every record of the logical ``topics``, as :func:`read_topic` gives them, in one pass:
-    read up to the end offsets, then until ``idle`` seconds bring nothing new (the embedded
-    broker's end offsets have lagged behind the true count)."""
+def read_to_end(env: dict[str, str], topics: Iterable[str], idle: float = 1.0
+                ) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of the real ``topics``, from the beginning: read up to the end offsets,
+    then until ``idle`` seconds bring nothing new (the embedded broker's end offsets have
+    lagged behind the true count). Only the last read waits ``idle``: a wait per read of
+    several seconds was a visible share of the suite's time."""
     settings = settings_of(env)
-    names = logical_topics(settings)
-    logical = {names[t]: t for t in topics}
 
-    async def run() -> dict[str, list[dict[str, Any]]]:
-        out: dict[str, list[dict[str, Any]]] = {t: [] for t in topics}
+    async def run() -> list[ConsumerRecord[bytes, bytes]]:
+        out: list[ConsumerRecord[bytes, bytes]] = []
         c = AIOKafkaConsumer(**aiokafka_kwargs(settings), group_id=None,
                              enable_auto_commit=False, auto_offset_reset="earliest")
         await c.start()
         try:
             await c._client.force_metadata_update()  # no public call for it
-            tps = [TopicPartition(real, p) for real in logical
+            tps = [TopicPartition(real, p) for real in topics
                    for p in sorted(c.partitions_for_topic(real) or ())]
             c.assign(tps)
             await c.seek_to_beginning(*tps)
@@ -312,11 +309,7 @@ def read_outputs(env: dict[str, str], topics: Iterable[str] = OUTPUT_TOPICS,
             while True:
                 batch = await c.getmany(timeout_ms=int(idle * 1000))
                 for tp_records in batch.values():
-                    for r in tp_records:
-                        out[logical[r.topic]].append({
-                            "topic": logical[r.topic], "partition": r.partition,
-                            "offset": r.offset, "key": r.key.decode() if r.key else None,
-                            "value": orjson.loads(r.value) if r.value is not None else None})
+                    out.extend(tp_records)
                 if not caught_up:
                     pos = {tp: await c.position(tp) for tp in tps}
                     caught_up = all(pos[tp] >= end[tp] for tp in tps)
@@ -326,6 +319,20 @@ def read_outputs(env: dict[str, str], topics: Iterable[str] = OUTPUT_TOPICS,
             await c.stop()
 
     return asyncio.run(run())
+
+
+def read_outputs(env: dict[str, str], topics: Iterable[str] = OUTPUT_TOPICS,
+                 idle: float = 1.0) -> dict[str, list[dict[str, Any]]]:
+    """Every record of the logical ``topics``, in one pass of :func:`read_to_end`."""
+    names = logical_topics(settings_of(env))
+    logical = {names[t]: t for t in topics}
+    out: dict[str, list[dict[str, Any]]] = {t: [] for t in topics}
+    for r in read_to_end(env, logical, idle):
+        out[logical[r.topic]].append({
+            "topic": logical[r.topic], "partition": r.partition, "offset": r.offset,
+            "key": r.key.decode() if r.key else None,
+            "value": orjson.loads(r.value) if r.value is not None else None})
+    return out
 
 
 # -- partition ownership ---------------------------------------------------------------------

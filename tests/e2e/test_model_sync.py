@@ -59,7 +59,7 @@ def model_version(worker: WorkerProcess) -> str:
 def snapshots(env: dict[str, str]) -> list[dict[str, Any]]:
     key = env["LIMITSTREAM_MODEL_HMAC_KEY"].encode()
     out = []
-    for rec in read_topic(env, "model_snapshots", timeout=2):
+    for rec in read_topic(env, "model_snapshots"):
         raw = rec["value"]
         if raw is None:
             continue  # the tombstone of a replaced snapshot
@@ -135,7 +135,7 @@ def test_labels_train_one_model_served_everywhere_and_resumed(
     # A tampered snapshot is refused, counted, and changes nothing.
     served = model_version(w3)
     settings = settings_of(kafka_env)
-    raw_snapshots = [r for r in read_topic(kafka_env, "model_snapshots", timeout=2)
+    raw_snapshots = [r for r in read_topic(kafka_env, "model_snapshots")
                      if r["value"] is not None]  # not the tombstones of replaced snapshots
     import base64
 

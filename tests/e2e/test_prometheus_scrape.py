@@ -451,7 +451,7 @@ def test_pending_labels_gauge_counts_installments_awaiting_an_outcome(scrape: Sc
 def snapshots(env: dict[str, str]) -> list[Any]:
     """The snapshots on the broker that verify with the deployment's key."""
     good = []
-    for rec in read_topic(env, "model-snapshots", timeout=2.0):
+    for rec in read_topic(env, "model-snapshots"):
         raw = base64.b64decode(rec["value"]["value_b64"])
         with contextlib.suppress(SnapshotRejected):
             good.append(verify_snapshot(raw, key=HMAC_KEY.encode()))

@@ -107,11 +107,13 @@ def test_the_settings_reach_the_worker_and_bad_combinations_are_refused() -> Non
     env = {"LIMITSTREAM_BROKER": "kafka://kafka-1:9092",
            "LIMITSTREAM_SESSION_TIMEOUT_MS": "45000", "LIMITSTREAM_HEARTBEAT_INTERVAL_MS": "3000",
            "LIMITSTREAM_REBALANCE_TIMEOUT_MS": "60000",
-           "LIMITSTREAM_MAX_REQUEST_BYTES": "524288"}
+           "LIMITSTREAM_MAX_REQUEST_BYTES": "524288", "LIMITSTREAM_COMMIT_INTERVAL_MS": "1000"}
     conf = worker_conf(Settings.from_env(env))
     assert (conf.broker_session_timeout, conf.broker_heartbeat_interval,
-            conf.broker_rebalance_timeout, conf.producer_max_request_size) == (
-        45.0, 3.0, 60.0, 524_288)
+            conf.broker_rebalance_timeout, conf.producer_max_request_size,
+            conf.broker_commit_interval) == (45.0, 3.0, 60.0, 524_288, 1.0)
+    assert worker_conf(Settings.from_env({"LIMITSTREAM_BROKER": env["LIMITSTREAM_BROKER"]})
+            ).broker_commit_interval == 2.8  # Faust's default
     with pytest.raises(SettingsError, match="HEARTBEAT"):
         Settings.from_env({**env, "LIMITSTREAM_HEARTBEAT_INTERVAL_MS": "45000"})
     with pytest.raises(SettingsError, match="MAX_REQUEST_BYTES"):
