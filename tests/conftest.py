@@ -11,6 +11,7 @@ import pytest
 
 from limitstream.worker_process import WorkerProcess
 from streams.broker import EmbeddedBroker, free_port
+from tests.group_timings import GROUP_TIMINGS
 
 _ids = itertools.count()
 
@@ -42,13 +43,7 @@ def kafka_env(broker: EmbeddedBroker, tmp_path: Path) -> dict[str, str]:
         # LIMITSTREAM_TEST_LOG_LEVEL=info gives the workers' logs (tmp_path) Faust's timeline.
         "LIMITSTREAM_LOG_LEVEL": os.environ.get("LIMITSTREAM_TEST_LOG_LEVEL", "warning"),
         "LIMITSTREAM_MODEL_HMAC_KEY": "test-only-hmac-key",
-        # The embedded broker accepts a session below Apache Kafka's 6 s minimum (the 10 s
-        # default is for Kafka): 4 s keeps the tests' hand-overs short (after a SIGTERM, two
-        # workers, 4 partitions: 3.0 s with 4 s, 3.9 s with 6 s, 6.0 s with 10 s).
-        "LIMITSTREAM_SESSION_TIMEOUT_MS": "4000",
-        # Tests wait for the group's commits after every phase they publish: a 500 ms commit
-        # interval (Faust's default is 2.8 s) shortens each wait; a crash then re-sends less.
-        "LIMITSTREAM_COMMIT_INTERVAL_MS": "500",
+        **GROUP_TIMINGS,
     }
 
 

@@ -48,6 +48,7 @@ from tests.e2e.test_prometheus_scrape import (
     expressions,
     selectors,
 )
+from tests.group_timings import GROUP_TIMINGS
 from tests.unit.test_deploy_grafana import dashboard_expressions
 
 pytestmark = [pytest.mark.broker, pytest.mark.promtool]
@@ -212,6 +213,7 @@ def stack(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> I
         "LIMITSTREAM_PARTITIONS": str(PARTITIONS),
         "LIMITSTREAM_LOG_LEVEL": "warning",
         "LIMITSTREAM_MODEL_HMAC_KEY": "test-only-hmac-key",
+        **GROUP_TIMINGS,
     }
     workers: list[WorkerProcess] = []
     prom: Prometheus | None = None

@@ -40,6 +40,7 @@ from tests.e2e.helpers import (
     user_of,
     wait_committed,
 )
+from tests.group_timings import GROUP_TIMINGS
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -106,6 +107,10 @@ def crash(request: pytest.FixtureRequest, broker: EmbeddedBroker,
         "LIMITSTREAM_MODEL_HMAC_KEY": "test-only-hmac-key",
         # Static membership: the restarted worker takes its partitions back sooner.
         "LIMITSTREAM_INSTANCE_ID": f"crash-worker-{store}",
+        **GROUP_TIMINGS,
+        # Faust's commit interval, not the tests' shorter one: the kill should leave many
+        # records applied but not committed, whose outputs the restart sends again.
+        "LIMITSTREAM_COMMIT_INTERVAL_MS": "2800",
     }
     phases = simulated_phases(USERS, DAYS)
     big = phases[1]

@@ -44,6 +44,7 @@ from streams.broker import EmbeddedBroker, free_port, terminate
 from streams.codec import Limits
 from streams.kafka_io import LogRecord
 from tests.e2e.helpers import publish, read_topic, record, settings_of, wait_committed
+from tests.group_timings import GROUP_TIMINGS
 from tests.unit.test_deploy_grafana import dashboard, dashboard_expressions, metric_names
 
 pytestmark = [pytest.mark.broker, pytest.mark.promtool]
@@ -318,6 +319,7 @@ def scrape(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
         "LIMITSTREAM_LOG_LEVEL": "warning",
         "LIMITSTREAM_MODEL_HMAC_KEY": HMAC_KEY,
         "LIMITSTREAM_SNAPSHOT_EVERY_LABELS": str(SNAPSHOT_EVERY_LABELS),
+        **GROUP_TIMINGS,
     }
     worker = WorkerProcess.start(env, free_port(), tmp / "worker.log")
     prom: Prometheus | None = None
