@@ -10,9 +10,12 @@ once per process by :func:`install` (idempotent), before the worker's app is bui
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Final
 
 from streams.offset_trace import offset_trace_of
+
+log = logging.getLogger(__name__)
 
 #: The Faust release these corrections were written against and tested with.
 FAUST_VERSION: Final = "0.15.3"
@@ -27,6 +30,8 @@ PATCHED: Final = {
         "(self, offsets: Mapping[faust.types.tuples.TP, int]) -> bool",
     "faust.transport.consumer:Consumer._add_gap":
         "(self, tp: faust.types.tuples.TP, offset_from: int, offset_to: int) -> None",
+    "faust.tables.recovery:Recovery.on_recovery_completed":
+        "(self, generation_id: int = 0) -> None",
 }
 #: The worker consumer's fetch wait (see :func:`short_fetch_wait`).
 FETCH_MAX_WAIT_MS = 20
@@ -39,6 +44,7 @@ def install() -> None:
     no_ack_for_skipped_messages()
     trace_commits()
     trace_gaps()
+    no_completion_of_an_overtaken_recovery()
 
 
 def short_fetch_wait() -> None:
@@ -180,3 +186,40 @@ def trace_gaps() -> None:
     traced_add_gap.limitstream_patched = True  # type: ignore[attr-defined]
     traced_add_gap.__wrapped__ = add_gap  # type: ignore[attr-defined]
     Consumer._add_gap = traced_add_gap  # type: ignore[method-assign]
+
+
+def no_completion_of_an_overtaken_recovery() -> None:
+    """Faust's table recovery waits for the end of its changelog reads inside ``try: ...
+    except Exception`` (``Recovery._restart_recovery``), which also swallows the
+    ``RebalanceAgain`` a newer assignment raises there: a recovery that a newer rebalance
+    overtook mid-read goes on to "Done reading" and to ``on_recovery_completed`` with its own,
+    older generation id. That method starts every table's completion callback, with the
+    tables' partitions as the *newer* assignment has just set them, before it compares
+    generations; Faust then cancels it (``RebalanceAgain`` again) but not the callbacks. The
+    user table's callback so ran beside the newer generation's own recovery, unaware: it read
+    a changelog tail from the old recovery's end offsets and marked the partitions as served,
+    and the newer recovery's records of them were then dropped as stale — every user state
+    between where the old read had stopped and the old end offset was lost, and the inputs
+    behind them were committed (the chaos soak: the states a worker recovered for the two
+    partitions it took over predated committed inputs; tests/e2e/test_overtaken_recovery.py).
+    Here a completion whose generation is no longer the consumer's changes nothing: the newer
+    generation's recovery completes the tables.
+    """
+    from faust.tables.recovery import Recovery
+
+    completed = Recovery.on_recovery_completed
+    if getattr(completed, "limitstream_patched", False):
+        return
+
+    async def on_recovery_completed(self: Any, generation_id: int = 0) -> None:
+        current = self.app.consumer_generation_id
+        if generation_id != current:
+            log.warning("the table recovery of generation %d ended after generation %d had "
+                        "begun: it completes nothing (the newer recovery does)",
+                        generation_id, current)
+            return
+        await completed(self, generation_id)
+
+    on_recovery_completed.limitstream_patched = True  # type: ignore[attr-defined]
+    on_recovery_completed.__wrapped__ = completed  # type: ignore[attr-defined]
+    Recovery.on_recovery_completed = on_recovery_completed  # type: ignore[method-assign]
