@@ -10,9 +10,12 @@ once per process by :func:`install` (idempotent), before the worker's app is bui
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Final
 
 from streams.offset_trace import offset_trace_of
+
+log = logging.getLogger(__name__)
 
 #: The Faust release these corrections were written against and tested with.
 FAUST_VERSION: Final = "0.15.3"
@@ -27,6 +30,8 @@ PATCHED: Final = {
         "(self, offsets: Mapping[faust.types.tuples.TP, int]) -> bool",
     "faust.transport.consumer:Consumer._add_gap":
         "(self, tp: faust.types.tuples.TP, offset_from: int, offset_to: int) -> None",
+    "faust.tables.recovery:Recovery.on_recovery_completed":
+        "(self, generation_id: int = 0) -> None",
 }
 #: The worker consumer's fetch wait (see :func:`short_fetch_wait`).
 FETCH_MAX_WAIT_MS = 20
@@ -39,6 +44,7 @@ def install() -> None:
     no_ack_for_skipped_messages()
     trace_commits()
     trace_gaps()
+    no_completion_of_an_overtaken_recovery()
 
 
 def short_fetch_wait() -> None:
@@ -75,7 +81,17 @@ def rewind_uncommitted_partitions() -> None:
     once in CI, which fits the same cause. So an input partition without a committed offset
     is sought to its beginning, which is what ``consumer_auto_offset_reset="earliest"``
     means.
+
+    A seek that a newer rebalance overtakes completes nothing either. aiokafka's fetch of the
+    committed offsets waits out a rebalance in progress, so a seek that starts after a newer
+    rebalance's revoke (a recovery that ended during the join) returns only after the newer
+    assignment; Faust would then resume the flow and declare the worker ready in the newer
+    generation before that generation's tables are recovered, and the offset trace would
+    file the seek under the newer generation, hiding any batch stored before that
+    generation's own seek. Such a seek raises Faust's ``RebalanceAgain`` instead, which ends
+    the overtaken recovery; the newer one seeks again.
     """
+    from faust.tables.recovery import RebalanceAgain
     from faust.transport.consumer import Consumer
     from faust.types import TP
 
@@ -85,11 +101,14 @@ def rewind_uncommitted_partitions() -> None:
 
     async def perform_seek(self: Any) -> None:
         # Faust's perform_seek, plus the rewind of input partitions without a commit.
+        generation = self.app.consumer_generation_id
         committed = await self.seek_to_committed()
+        if self.app.consumer_generation_id != generation:
+            raise RebalanceAgain(f"the seek of generation {generation} ended in generation "
+                                 f"{self.app.consumer_generation_id}")
         trace = offset_trace_of(self.app)
         if trace is not None:
-            trace.seek(self.app.consumer_generation_id,
-                       {(tp.topic, tp.partition): o for tp, o in committed.items()})
+            trace.seek(generation, {(tp.topic, tp.partition): o for tp, o in committed.items()})
         fresh = [tp for tp, offset in committed.items()
                  if not offset and self.app.topics.acks_enabled_for(tp.topic)]
         if fresh:
@@ -180,3 +199,40 @@ def trace_gaps() -> None:
     traced_add_gap.limitstream_patched = True  # type: ignore[attr-defined]
     traced_add_gap.__wrapped__ = add_gap  # type: ignore[attr-defined]
     Consumer._add_gap = traced_add_gap  # type: ignore[method-assign]
+
+
+def no_completion_of_an_overtaken_recovery() -> None:
+    """Faust's table recovery waits for the end of its changelog reads inside ``try: ...
+    except Exception`` (``Recovery._restart_recovery``), which also swallows the
+    ``RebalanceAgain`` a newer assignment raises there: a recovery that a newer rebalance
+    overtook mid-read goes on to "Done reading" and to ``on_recovery_completed`` with its own,
+    older generation id. That method starts every table's completion callback, with the
+    tables' partitions as the *newer* assignment has just set them, before it compares
+    generations; Faust then cancels it (``RebalanceAgain`` again) but not the callbacks. The
+    user table's callback so ran beside the newer generation's own recovery, unaware: it read
+    a changelog tail from the old recovery's end offsets and marked the partitions as served,
+    and the newer recovery's records of them were then dropped as stale — every user state
+    between where the old read had stopped and the old end offset was lost, and the inputs
+    behind them were committed (the chaos soak: the states a worker recovered for the two
+    partitions it took over predated committed inputs; tests/e2e/test_overtaken_recovery.py).
+    Here a completion whose generation is no longer the consumer's changes nothing: the newer
+    generation's recovery completes the tables.
+    """
+    from faust.tables.recovery import Recovery
+
+    completed = Recovery.on_recovery_completed
+    if getattr(completed, "limitstream_patched", False):
+        return
+
+    async def on_recovery_completed(self: Any, generation_id: int = 0) -> None:
+        current = self.app.consumer_generation_id
+        if generation_id != current:
+            log.warning("the table recovery of generation %d ended after generation %d had "
+                        "begun: it completes nothing (the newer recovery does)",
+                        generation_id, current)
+            return
+        await completed(self, generation_id)
+
+    on_recovery_completed.limitstream_patched = True  # type: ignore[attr-defined]
+    on_recovery_completed.__wrapped__ = completed  # type: ignore[attr-defined]
+    Recovery.on_recovery_completed = on_recovery_completed  # type: ignore[method-assign]

@@ -23,7 +23,8 @@
   tombstones.
 * **Only the current recovery completes.** Faust abandons a recovery that a newer rebalance
   overtakes but lets the table's completion callback run on; a callback that a newer
-  rebalance overtook changes nothing (tests/e2e/test_superseded_recovery.py).
+  rebalance overtook — before it started or while it read — changes nothing
+  (tests/e2e/test_superseded_recovery.py, tests/unit/test_users_table.py).
 * **No late changelog records over the agent's states.** Faust applies changelog records it
   fetched past the end of an active partition's recovery whenever its recovery buffer,
   shared with the standby partitions' records, fills up — over the states the agent stored
@@ -148,6 +149,10 @@ class UsersTable(faust.Table[bytes, bytes]):
     #: changelog's tail until the next rebalance's recovery starts: their changelog is then
     #: the agent's own writes, and a record of them that Faust still applies is stale.
     _owned: frozenset[int] = frozenset()
+    #: The app's rebalance count when this table was last assigned its partitions (a
+    #: rebalance counts when it starts, at the revoke): a recovery callback is the current
+    #: one only while no newer rebalance has started since.
+    _assigned_in: int = 0
 
     def apply_changelog_batch(self, batch: Iterable[EventT[Any]]) -> None:
         """Faust's recovery keeps one buffer per table for active and standby records alike.
@@ -168,6 +173,7 @@ class UsersTable(faust.Table[bytes, bytes]):
         # The recovery that follows applies these partitions' records again, from where
         # Faust's recovery last read them.
         self._owned = frozenset()
+        self._assigned_in = self.app.rebalancing_count
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
     async def put(self, key: bytes, value: bytes) -> Awaitable[RecordMetadata]:
@@ -203,8 +209,13 @@ class UsersTable(faust.Table[bytes, bytes]):
         # (and the memory store's drop of the keys outside that recovery's partitions) would
         # land in the table whenever its read ends — after the next generation's recovery,
         # over the states its agent had stored since. So a callback that a newer rebalance
-        # has overtaken changes nothing: that rebalance recovers the table again.
-        rebalance = self.app.rebalancing_count
+        # has overtaken changes nothing: that rebalance recovers the table again. Overtaken
+        # counts from the assignment this recovery serves, not from the callback's start: a
+        # recovery whose reads end between a newer rebalance's revoke and its assignment
+        # starts its callback after that rebalance has begun, and its tail and its clean-up
+        # could then land after the newer assignment (the memory store dropping the users of
+        # partitions the newer recovery was restoring).
+        rebalance = self._assigned_in
         # After this callback Faust resumes the input partitions and then awaits their seek
         # to the committed offsets, with its flow still running from the changelog reads:
         # records fetched in between reached the agent before the seek, whose reset of the

@@ -1,7 +1,8 @@
 """Corrections to Faust's consumer around rebalances (agents/faust_fixes.py): an input partition
 without a committed offset is read from its start after the seek that ends a rebalance, and a
-record the stream skips during a rebalance is never acked, whichever stream iterator runs; and
-the gaps Faust's consumer fills go to the offset trace."""
+record the stream skips during a rebalance is never acked, whichever stream iterator runs; the
+gaps Faust's consumer fills go to the offset trace; and a seek or a table recovery that a
+newer rebalance overtook completes nothing."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import faust.streams
 import pytest
 from aiokafka import TopicPartition
 from faust.events import Event
+from faust.tables.recovery import RebalanceAgain
 from faust.transport.consumer import Consumer
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
@@ -29,6 +31,7 @@ class _Topics:
 
 class _App:
     topics = _Topics()
+    consumer_generation_id = 3
 
 
 class _SeekingConsumer:
@@ -61,6 +64,23 @@ async def test_input_partitions_without_a_commit_are_read_from_the_start() -> No
     assert consumer._read_offset == {fresh: None, zero: 0, done: 41, changelog: None}
     assert consumer._committed_offset == {TP("t-transactions", 1): None,
                                           TP("t-transactions", 2): 41}
+
+
+async def test_a_seek_that_a_newer_rebalance_overtook_completes_nothing() -> None:
+    """aiokafka's committed-offset fetch waits out a rebalance: a seek begun in generation 3
+    can end in generation 4, before that generation's tables are recovered."""
+    faust_fixes.install()
+    done = TopicPartition("t-transactions", 2)
+    consumer = _SeekingConsumer({done: 41})
+
+    async def overtaken() -> dict[TopicPartition, int | None]:
+        consumer.app.consumer_generation_id = 4  # the newer assignment, during the fetch
+        return consumer.committed
+
+    consumer.seek_to_committed = overtaken  # type: ignore[method-assign]
+    with pytest.raises(RebalanceAgain):  # Faust's recovery ends its overtaken run on it
+        await Consumer.perform_seek(consumer)  # type: ignore[arg-type]
+    assert consumer._read_offset == {} and consumer._committed_offset == {}
 
 
 def _record(offset: int, generation: int) -> ConsumerMessage:
@@ -125,3 +145,31 @@ async def test_the_gaps_faust_fills_are_traced(tmp_path: Path) -> None:
     await app.consumer._add_gap(tp, 11, 14)
     assert gaps(path) == [("t-transactions:1", 11, 14)]
     assert [(i.begin, i.end) for i in app.consumer._gap[tp]] == [(11, 15)]  # Faust's own
+
+
+class _Table:
+    """A table as Faust's recovery completes it: the partitions of each completion."""
+
+    def __init__(self) -> None:
+        self.completions: list[set[TP]] = []
+
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        self.completions.append(set(active_tps))
+
+
+async def test_an_overtaken_recovery_completes_no_table() -> None:
+    """Faust ends a recovery's changelog read when a newer assignment comes, then runs its
+    completion anyway: the tables' callbacks would run with the newer generation's
+    partitions, beside that generation's own recovery (tests/e2e/test_overtaken_recovery.py
+    shows the lost updates)."""
+    faust_fixes.install()
+    app = create_app(Settings(broker="kafka://127.0.0.1:1"))
+    table = _Table()
+    app.tables.data["users"] = table
+    recovery = app.tables.recovery
+    recovery.actives_for_table[table] = {TP("users-changelog", 2)}  # as generation 4 set them
+    app.consumer_generation_id = 4
+    try:
+        await recovery.on_recovery_completed(3)
+    finally:  # Faust's own completion goes on to the (not started) consumer and raises
+        assert table.completions == [], "generation 3's completion ran the table's callback"

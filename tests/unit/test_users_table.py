@@ -1,8 +1,10 @@
 """The user table drops the changelog records Faust applies late for partitions whose users
-the agent already serves (agents/users_table.UsersTable.apply_changelog_batch)."""
+the agent already serves (agents/users_table.UsersTable.apply_changelog_batch), and a recovery
+callback that a newer rebalance overtook changes nothing."""
 
 from __future__ import annotations
 
+from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
 from agents.users_table import UsersTable, _ChangelogEvent, users_table
@@ -45,3 +47,25 @@ async def test_late_records_of_served_partitions_are_dropped_until_the_next_reco
     await table.on_rebalance(set(), set(), set(), 8)
     table.apply_changelog_batch([_event(table, served_user, b"recovered", 41)])
     assert table.data[served_user] == b"recovered"
+
+
+async def test_a_recovery_callback_started_after_a_newer_rebalance_began_changes_nothing(
+) -> None:
+    """Faust's recovery can end between a newer rebalance's revoke and its assignment: its
+    table callback then starts after that rebalance began. Its tail must not land."""
+    app = create_app(Settings(broker="kafka://127.0.0.1:1"))
+    table = users_table(app, PARTITIONS, {})
+    user, _ = _two_users_on_two_partitions()
+    partition = key_partition(user, PARTITIONS)
+    table.data[user] = b"recovered up to the reported end"
+    await table.on_rebalance(set(), set(), set(), 7)  # the assignment this recovery serves
+    app.on_rebalance_start()  # a newer rebalance's revoke, before the callback starts
+
+    async def tail(active_tps: set[TP]) -> list[_ChangelogEvent]:
+        return [_event(table, user, b"tail of the overtaken recovery", 90)]
+
+    table._read_tail = tail  # type: ignore[method-assign]  # no broker here
+    await table.on_recovery_completed({TP(table.changelog_topic.get_topic_name(), partition)},
+                                      set())
+    assert table.data[user] == b"recovered up to the reported end"
+    assert not table._owned  # the newer rebalance's recovery applies Faust's records again
