@@ -335,6 +335,19 @@ def read_outputs(env: dict[str, str], topics: Iterable[str] = OUTPUT_TOPICS,
     return out
 
 
+def wait_log(worker: WorkerProcess, text: str, timeout: float = 60.0) -> None:
+    """Wait until ``text`` is in the worker's log (the test workers that hold a recovery
+    say so there)."""
+    assert worker.log_path is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in worker.log_path.read_text(errors="replace"):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{text!r} not in the worker's log within {timeout:.0f} s"
+                       + worker.log_tail())
+
+
 # -- partition ownership ---------------------------------------------------------------------
 
 def owners(worker: WorkerProcess) -> dict[str, set[int]]:

@@ -13,7 +13,6 @@ trace: issue 20's lost updates, reproduced on the chaos soak's harsh schedule.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -27,22 +26,12 @@ from tests.e2e.helpers import (
     publish_phase,
     simulated_phases,
     wait_assignment,
+    wait_log,
 )
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 PARTITIONS = 4
-
-
-def wait_log(worker: WorkerProcess, text: str, timeout: float = 60.0) -> None:
-    assert worker.log_path is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in worker.log_path.read_text(errors="replace"):
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"{text!r} not in the worker's log within {timeout:.0f} s"
-                       + worker.log_tail())
 
 
 def test_an_overtaken_recovery_completes_nothing(
