@@ -22,16 +22,20 @@ from typing import IO, Final
 import orjson
 
 from lab.learning import InProcessLearning
-from policies.engine import Engine, Output, UserState
+from policies.engine import Engine, Output, Source, UserState
 from policies.processor import INPUT_TOPICS, BatchResult, Processor, RawRecord
 from streams.app import key_partition
 from streams.codec import Limits
 from streams.event_order import EventTimeMerge, event_ts
 from streams.kafka_io import LogRecord
+from streams.records import InputEvent
 from streams.settings import Settings
 
 #: Records per processor call: bounds the per-batch bookkeeping, nothing else.
 CHUNK = 1000
+#: Records an epoch spans at most (see :meth:`Replay._apply`): bounds the records kept to
+#: rebuild a state after a failure, and the steps the rebuild re-applies.
+EPOCH_RECORDS: Final = 20_000
 #: The partitions a replay assumes unless told the deployment's.
 DEFAULT_PARTITIONS: Final = Settings().partitions
 
@@ -64,6 +68,23 @@ class Replay:
         #: its topic-partition, as on the broker)
         self.offsets: dict[tuple[str, int], int] = {}
         self.stats = ReplayStats()
+        # The current epoch (see _apply): each touched user's state as encoded at its first
+        # touch (None: a new user), the records applied to it since, the records it spans and
+        # the model installs seen when it began.
+        self._base: dict[str, bytes | None] = {}
+        self._since: dict[str, list[tuple[InputEvent, Source]]] = {}
+        self._epoch_records = 0
+        self._epoch_installs = -1
+
+    def _start_epoch_if_due(self) -> None:
+        """A new epoch after a model install, or once the current one spans
+        :data:`EPOCH_RECORDS` (what a failure re-applies, and the records kept for it)."""
+        installs = self.learning.snapshots if self.learning is not None else 0
+        if installs != self._epoch_installs or self._epoch_records >= EPOCH_RECORDS:
+            self._base.clear()
+            self._since.clear()
+            self._epoch_records = 0
+            self._epoch_installs = installs
 
     def _raw(self, rec: LogRecord) -> RawRecord:
         # A record without a key goes to partition 0 here (the processor dead-letters it or
@@ -97,23 +118,36 @@ class Replay:
             yield from self._apply(ordered[start:start + CHUNK])
 
     def _apply(self, chunk: list[RawRecord]) -> list[Output]:
-        # States live here as objects the engine updates in place: keep each touched user's
-        # state as it was before the chunk (encoded at first touch), for the processor to
-        # rebuild from should a record fail half-way.
-        before: dict[str, bytes | None] = {}
+        # States live here as objects the engine updates in place, so a record that fails
+        # half-way needs the user's state as it was before it: the processor rebuilds it from
+        # ``reload`` (the state before this chunk) and the chunk's earlier records. Encoding
+        # every touched state before every chunk cost a quarter of a replay and a third of a
+        # backtest pass (whose chunks are a few dozen records). So a state is encoded once per
+        # epoch (at its first touch) and ``reload`` re-applies the user's records since: exact,
+        # because between two installs of a model the engine is a function of the state and
+        # the event alone, and an epoch ends whenever ``learning`` installs one.
+        self._start_epoch_if_due()
+        base, since = self._base, self._since
 
         def load(uid: str) -> UserState | None:
             state = self.states.get(uid)
-            if uid not in before:
-                before[uid] = None if state is None else state.encode()
+            if uid not in base:
+                base[uid] = None if state is None else state.encode()
+                since[uid] = []
             return state
 
         def reload(uid: str) -> UserState | None:
-            raw = before.get(uid)
-            return None if raw is None else UserState.decode(raw)
+            raw = base.get(uid)
+            state = None if raw is None else UserState.decode(raw)
+            for event, source in since.get(uid, ()):
+                state = self.processor.engine.step(state, event, source).state
+            return state
 
         result: BatchResult = self.processor.process(chunk, load, reload)
         self.states.update(result.states)
+        for uid, steps in result.steps.items():
+            since[uid].extend(steps)
+        self._epoch_records += len(chunk)
         s = self.stats
         s.records += len(chunk)
         s.applied += len(result.applied)

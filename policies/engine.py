@@ -102,7 +102,9 @@ class UserState:
             "f": feat.to_dict(self.features),
             "v": self.version,
             "o": self.offsets,
-            "r": [[eid, h] for eid, h in self.recent_ids.items()],
+            # (id, hash) tuples: orjson writes them as the same [id, hash] arrays, without
+            # building 32 lists per encode (every touched state, every batch).
+            "r": list(self.recent_ids.items()),
             "p": {k: p.to_list() for k, p in self.pending.items()},
             "n": self.features_applied,
             "t": self.last_ts,

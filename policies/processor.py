@@ -79,6 +79,10 @@ class BatchResult:
     duplicates: Counter[tuple[str, str]] = field(default_factory=Counter)  # (topic, cause)
     rekeyed: Counter[str] = field(default_factory=Counter)
     errors: int = 0
+    #: Per user, the records whose effect is in ``states[user]``, in order (applied ones and
+    #: the duplicates that only moved an offset): what rebuilds that state from the one
+    #: ``load`` gave (a caller that keeps states across batches may rebuild from older ones).
+    steps: dict[str, list[tuple[InputEvent, Source]]] = field(default_factory=dict)
 
     @property
     def decisions(self) -> list[Decision]:
@@ -189,7 +193,7 @@ class Processor:
         reload = reload or load
         out = BatchResult()
         # The records applied per user in this batch, to rebuild a state after a failure.
-        history: dict[str, list[tuple[InputEvent, Source]]] = {}
+        history = out.steps
         for record in records:
             try:
                 self._check_key(record)

@@ -19,7 +19,7 @@ from policies.engine import Engine, Output, Source, StepResult, UserState
 from policies.processor import REKEYED, BatchResult, Processor, RawRecord
 from policies.spec import load_policy
 from streams.codec import Limits, encode
-from streams.kafka_io import parse_log_line
+from streams.kafka_io import LogRecord, parse_log_line
 from streams.records import InputEvent
 from streams.settings import DEFAULT_POLICY, Settings
 from tests.stories import good_payer
@@ -366,3 +366,106 @@ def test_a_replayed_log_checks_event_times_against_its_recorded_timestamps() -> 
     view = runs["with"][1].states["u1"].view()
     assert view == runs["without"][1].states["u1"].view()
     assert view["last_event_ts"] == T0 + 12 * 5 * HOUR
+
+
+@pytest.mark.parametrize(("chunk", "epoch"), [(1, 20_000), (7, 50), (1000, 20_000)])
+def test_a_failed_record_is_undone_while_the_model_learns(
+        chunk: int, epoch: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The replay keeps a state's encoding once per epoch and rebuilds a failed user's state
+    by re-applying its records since: exact across chunks, epochs and model installs."""
+    import lab.replay
+    from lab.learning import InProcessLearning
+    from lab.simulate import SimConfig, simulate
+    from policies.engine_factory import engine_for
+
+    monkeypatch.setattr(lab.replay, "CHUNK", chunk)
+    monkeypatch.setattr(lab.replay, "EPOCH_RECORDS", epoch)
+    log = [LogRecord(line.topic, line.key.encode(), orjson.dumps(line.value))
+           for line in simulate(SimConfig(users=12, days=150, seed=5))]
+    # Late in the log, after models were installed: a purchase of a user with earlier events.
+    spends = [r for r in log if b'"kind":"purchase"' in r.value]
+    poison = orjson.loads(spends[len(spends) * 3 // 4].value)["event_id"].encode()
+    settings = Settings()
+    policy = load_policy(DEFAULT_POLICY)
+
+    def replay(fault: bool, records: list[LogRecord]) -> tuple[Replay, list[Output]]:
+        engine, scorer = engine_for(policy, settings)
+        if fault:
+            engine = PoisonFault(policy, FeatureConfig(), scorer.risk, poison)
+        learning = InProcessLearning(scorer, snapshot_every=5)
+        r = Replay(engine, Limits("CNY"), learning)
+        return r, list(r.run(records))
+
+    clean, expected = replay(False, without(log, poison))
+    assert clean.learning is not None and clean.learning.snapshots >= 3
+    faulty, got = replay(True, log)
+    assert [o.value["error"]["code"] for o in got if o.topic == "dead-letter"] == [
+        "processing_error"]
+    assert [o for o in got if o.topic != "dead-letter"] == [
+        o for o in expected if o.topic != "dead-letter"]
+    assert {u: s.encode() for u, s in faulty.states.items()} == {
+        u: s.encode() for u, s in clean.states.items()}
+
+
+def without(log: list[LogRecord], event_id: bytes) -> list[LogRecord]:
+    """``log`` with the record of ``event_id`` replaced by malformed JSON: dead-lettered
+    before any state is touched, at the same place (the same chunks, the same offsets)."""
+    return [LogRecord(r.topic, r.key, b"{") if event_id in r.value else r for r in log]
+
+
+class PoisonFault(Engine):
+    """Like :class:`HalfWayFault`, for a given event id."""
+
+    def __init__(self, policy: Any, cfg: FeatureConfig, risk: Any, poison: bytes) -> None:
+        super().__init__(policy, cfg, risk)
+        self.poison = poison
+
+    def step(self, state: UserState | None, event: InputEvent, source: Source) -> StepResult:
+        result = super().step(state, event, source)
+        if event.event_id.encode() == self.poison and not result.duplicate:
+            raise RuntimeError("fault after the state was updated")
+        return result
+
+
+def test_a_rebuild_never_re_applies_records_under_another_model(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The re-applied records must meet the model they were applied under: an install starts
+    a new epoch. Here a model is installed after every chunk, and the engine stamps the
+    number of installs into each state it changes, so a record re-applied under another
+    model than its first application leaves another state."""
+    import lab.replay
+    from lab.learning import InProcessLearning
+    from lab.simulate import SimConfig, simulate
+    from policies.engine_factory import scorer_for
+
+    monkeypatch.setattr(lab.replay, "CHUNK", 5)
+    log = [LogRecord(line.topic, line.key.encode(), orjson.dumps(line.value))
+           for line in simulate(SimConfig(users=8, days=60, seed=9))]
+    spends = [r for r in log if b'"kind":"purchase"' in r.value]
+    poison = orjson.loads(spends[len(spends) * 3 // 4].value)["event_id"].encode()
+    policy = load_policy(DEFAULT_POLICY)
+
+    class EveryChunk(InProcessLearning):
+        def observe(self, outputs: Any) -> None:
+            self.snapshots += 1
+
+    class Stamp(PoisonFault):
+        def step(self, state: UserState | None, event: InputEvent,
+                 source: Source) -> StepResult:
+            result = super().step(state, event, source)
+            result.state.version += learning.snapshots
+            return result
+
+    def replay(records: list[LogRecord]) -> Replay:
+        r = Replay(Stamp(policy, FeatureConfig(), rules.risk, poison), Limits("CNY"), learning)
+        list(r.run(records))
+        return r
+
+    rules = Engine.rules_only(policy, FeatureConfig())
+    learning = EveryChunk(scorer_for(policy))
+    expected = replay(without(log, poison)).states
+    learning = EveryChunk(scorer_for(policy))
+    got = replay(log)
+    assert got.stats.dead_letters == 1
+    assert {u: s.encode() for u, s in got.states.items()} == {
+        u: s.encode() for u, s in expected.items()}
