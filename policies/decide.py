@@ -504,6 +504,36 @@ def _raise_blockers(acc: Account, ctx: _Ctx, p: Policy) -> list[str]:
     return out
 
 
+def _restore_after_cure(acc: Account, ctx: _Ctx, p: Policy) -> tuple[Account, Decision] | None:
+    """A limit cut in a delinquency episode comes back, in one step, once the customer has
+    cured, as a suspended one's comes back by the ladder: the episode's cuts (``uncut_limit``:
+    the limit before them) lie within ``decrease.raise_cooldown_days`` of a lateness, nothing
+    is overdue, an installment was paid in full by its due date since the last lateness,
+    ``reinstate.min_suspension_days`` have passed since it and ``increase.cooldown_days``
+    since the last change, and the score is at or below ``reinstate.max_pd``. Raises, which
+    add one step at a time after a clean ``increase.late_lookback_days``, would take a year to
+    undo a cut to the balance owed. (``None``: not now.)"""
+    x = ctx.x
+    episode = p.decrease.raise_cooldown_days * DAY_MS
+    if (acc.limit_override or acc.uncut_limit <= acc.limit or not acc.last_late_ts
+            or abs(acc.last_late_ts - acc.last_cut_ts) > episode
+            or x["overdue_amount"] > 0
+            or not x["days_since_ontime"] < x["days_since_missed"]
+            or ctx.now < acc.last_late_ts + p.reinstate.min_suspension_days * DAY_MS
+            or ctx.now < acc.last_change_ts + p.increase.cooldown_days * DAY_MS
+            or _score_blocker(ctx, p.reinstate.max_pd, "RISK_TOO_HIGH_FOR_REINSTATEMENT")):
+        return None
+    target = min(acc.uncut_limit, ctx.ceiling)
+    if target <= acc.limit:
+        return None
+    new = replace(acc, limit=target, uncut_limit=0, last_change_ts=ctx.now,
+                  last_raise_ts=ctx.now)
+    reasons = ["CUT_RESTORED_AFTER_CURE", "ARREARS_CLEARED", "RISK_SCORE_RECOVERED"]
+    if target < acc.uncut_limit:
+        reasons.append(ctx.ceiling_reason)
+    return new, _decision(Action.RAISE, acc, new, reasons, ctx)
+
+
 def _active(acc: Account, ctx: _Ctx, p: Policy, allow_up: bool) -> tuple[Account, Decision]:
     suspend = _suspend_reasons(ctx, p, probation=False)
     if suspend:
@@ -556,6 +586,9 @@ def _active(acc: Account, ctx: _Ctx, p: Policy, allow_up: bool) -> tuple[Account
     if not allow_up:
         return acc, _decision(Action.HOLD, acc, acc, ["LIMIT_UNCHANGED"], ctx)
 
+    restored = _restore_after_cure(acc, ctx, p)
+    if restored is not None:
+        return restored
     blockers = _raise_blockers(acc, ctx, p)
     if blockers:
         return acc, _decision(Action.HOLD, acc, acc, blockers, ctx)
@@ -858,6 +891,16 @@ def _command(acc: Account, ev: LimitCommand, ctx: _Ctx,
 # -- the API -------------------------------------------------------------------------------
 
 
+def _stage_over(account: Account, ts: int, policy: Policy) -> bool:
+    """A probation stage's observation period ended at or before ``ts`` and after the last
+    evaluation: the first event after it may move the account up (once; then the repayments
+    and the periodic review take over)."""
+    rei = policy.reinstate
+    stage = max(1, min(account.stage, rei.stages))
+    end = account.status_since_ts + rei.observation_days[stage - 1] * DAY_MS
+    return account.last_review_ts < end <= ts
+
+
 def is_decision_point(account: Account, event: InputEvent, anomaly: float | None,
                       policy: Policy, features: FeatureState | None = None) -> bool:
     """Whether ``event`` must go through :func:`decide` (cheap; called on every event).
@@ -886,6 +929,8 @@ def is_decision_point(account: Account, event: InputEvent, anomaly: float | None
         if anomaly is not None and anomaly >= policy.anomaly.trigger:
             return True
         if event.ts >= account.last_review_ts + policy.review.interval_days * DAY_MS:
+            return True
+        if account.status is Status.PROBATION and _stage_over(account, event.ts, policy):
             return True
         if features is None or event.kind not in ("purchase", "cash_advance"):
             return False
