@@ -200,9 +200,22 @@ def test_income_falls_limit_is_cut_once_per_cooldown_and_raises_wait() -> None:
 
 
 def test_distress_closes_the_open_to_buy_but_a_score_cuts_one_step() -> None:
-    # Observed distress (income decline, cash-advance reliance): the limit down to the balance.
+    # Observed distress (income decline with a second sign, cash-advance reliance): the limit
+    # down to the balance.
+    _, d = step(account(0, limit=1_000_000), obs(tx(100), **{
+        **GOOD, "inflow_trend": 0.4, "balance": 312_345, "cash_advance_share_30d": 0.1}))
+    assert (d.action, d.new_limit, d.reasons) == (Action.CUT, 312_400, ("INCOME_DECLINE",))
+    # A collapse (below a quarter of the previous months' inflow) on its own: the same.
+    _, d = step(account(0, limit=1_000_000), obs(tx(100), **{**GOOD, "inflow_trend": 0.2,
+                                                             "balance": 312_345}))
+    assert (d.action, d.new_limit, d.reasons) == (Action.CUT, 312_400, ("INCOME_DECLINE",))
+    # Falling inflows alone (an irregular earner, a month's dip): one step, like a score.
     _, d = step(account(0, limit=1_000_000), obs(tx(100), **{**GOOD, "inflow_trend": 0.4,
                                                              "balance": 312_345}))
+    assert (d.action, d.new_limit, d.reasons) == (Action.CUT, 800_000, ("INCOME_DECLINE",))
+    _, d = step(account(0, limit=1_000_000), obs(overdue(100, dpd=1), outcome=late(dpd=1), **{
+        **GOOD, "inflow_trend": 0.4, "balance": 312_345, "overdue_amount": 10_000,
+        "late_count_12": 1, "max_dpd_90d": 1}))
     assert (d.action, d.new_limit, d.reasons) == (Action.CUT, 312_400, ("INCOME_DECLINE",))
     living_on_cash = {**GOOD, "cash_advance_share_30d": 0.6, "utilization": 0.5,
                       "balance": 500_000}
@@ -359,6 +372,24 @@ def test_the_ladder_restores_the_limit_before_the_episode_cuts() -> None:
     acc, d = step(acc, obs(overdue(130, dpd=30), outcome=late(dpd=30), late_count_12=1,
                            overdue_amount=10_000, max_dpd_90d=30))
     assert (d.action, acc.pre_suspension_limit) == (Action.SUSPEND, 500_000)
+
+
+def test_a_new_account_is_held_at_a_smaller_share_of_its_line_drawn_in_a_day() -> None:
+    # 55 % of the line in 24 hours at 12 times the own daily rate: held on an account opened
+    # 30 days ago (a bust-out draws a new line over a day or two), not on an old one (60 %).
+    day = {**GOOD, "spend_sum_24h": 550_000, "spend_velocity_24h": 12.0}
+    young, d = step(account(70, limit=1_000_000, opened_ts=at(70)), obs(tx(100), **day))
+    assert (d.action, d.reasons, young.status) == (Action.HOLD_LINE, ("LINE_DRAWN_IN_A_DAY",),
+                                                   Status.HOLD_FOR_REVIEW)
+    _, d = step(account(0, limit=1_000_000, opened_ts=at(0)), obs(tx(100), **day))
+    assert d.action is not Action.HOLD_LINE
+    # The spend that crosses the new account's share is a decision point.
+    f = new_state()
+    f.hours = {at(100) // 3_600_000: [3, 550_000, 200_000]}  # 24 h: 3 spends, 550,000
+    for opened_day, point in ((70, True), (0, False)):
+        acc = account(opened_day, limit=1_000_000, opened_ts=at(opened_day),
+                      last_review_ts=at(99))
+        assert is_decision_point(acc, tx(100, 50_000), None, POLICY, f) is point
 
 
 def test_a_cut_in_a_delinquency_episode_comes_back_once_cured() -> None:
