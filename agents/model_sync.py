@@ -27,7 +27,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from agents.metrics import Metrics
-from policies.scorer import Scorer, Trainer
+from policies.scorer import SEGMENTS, Scorer, Trainer
 from policies.snapshot import (
     Snapshot,
     SnapshotRejected,
@@ -190,7 +190,11 @@ class ModelSync:
 
     async def _learn_one(self, trainer: Trainer, raw: bytes | None, offset: int) -> None:
         label = orjson.loads(raw or b"{}")
-        if trainer.learn(label["x"], int(label["label"]), offset):
+        # The engine's segment (it knows the policy's thin-file size), as the backtest learns;
+        # older labels without one are segmented from their features.
+        segment = label.get("segment")
+        if trainer.learn(label["x"], int(label["label"]), offset,
+                         segment=segment if segment in SEGMENTS else None):
             self.metrics.labels_learned.inc()
             # A snapshot at every multiple of the cadence, whatever the batches and restarts:
             # the versions the replay's in-process learning publishes at the same points.

@@ -75,6 +75,49 @@ def _share(k: int, n: int) -> float | None:
     return round(k / n, 4) if n else None
 
 
+def kaplan_meier(times: Sequence[float], done: Sequence[bool]) -> list[tuple[float, float]]:
+    """The Kaplan-Meier estimate of the share *not yet* done, as ``(time, share)`` steps at
+    each time something was done (``done[i]`` false: ``times[i]`` is when observation of that
+    one stopped, right-censored). Ties: the done before the censored, as is the convention.
+
+    Examples
+    --------
+    >>> kaplan_meier([10, 20, 30, 40], [True, False, True, True])
+    [(10, 0.75), (30, 0.375), (40, 0.0)]
+    """
+    order = sorted(zip(times, done, strict=True), key=lambda td: (td[0], not td[1]))
+    at_risk, share = len(order), 1.0
+    steps: list[tuple[float, float]] = []
+    i = 0
+    while i < len(order):
+        t = order[i][0]
+        k = n_done = 0
+        while i + k < len(order) and order[i + k][0] == t:
+            n_done += int(order[i + k][1])
+            k += 1
+        if n_done:
+            share *= 1.0 - n_done / at_risk
+            steps.append((t, share))
+        at_risk -= k
+        i += k
+    return steps
+
+
+def _km_done_by(steps: Sequence[tuple[float, float]], t: float) -> float:
+    """The estimated share done by ``t`` (1 - the survival at ``t``)."""
+    left = 1.0
+    for ts, share in steps:
+        if ts > t:
+            break
+        left = share
+    return 1.0 - left
+
+
+def _km_median(steps: Sequence[tuple[float, float]]) -> float | None:
+    """The first time by which half are estimated done (``None``: not within the data)."""
+    return next((t for t, share in steps if share <= 0.5), None)
+
+
 def _adverse(traj: Sequence[Point]) -> tuple[bool, bool]:
     """(ever suspended, ever cut while drawable) from the opening on."""
     suspended = cut = False
@@ -193,6 +236,10 @@ def score(r: RunResult, truth: Mapping[str, Mapping[str, Any]], h: Horizon,
     # Time from recovery to full reinstatement.
     full: list[float] = []
     back: list[float] = []
+    # Per affected recoverer, the days from cure to full limit, or to the horizon's end when
+    # not there yet (right-censored): the Kaplan-Meier view.
+    km_times: list[float] = []
+    km_done: list[bool] = []
     recoverers = affected = censored = back_censored = eligible = eligible_restored = 0
     for u in users:
         t_u = truth[u]
@@ -219,6 +266,8 @@ def score(r: RunResult, truth: Mapping[str, Mapping[str, Any]], h: Horizon,
         in_time = int(rec) + ELIGIBLE_DAYS * DAY_MS <= h.end
         eligible += int(in_time)
         restored_at = _restored_from(t, int(rec), whole)
+        km_done.append(restored_at is not None)
+        km_times.append(((h.end if restored_at is None else restored_at) - int(rec)) / DAY_MS)
         if restored_at is None:
             censored += 1
         else:
@@ -230,10 +279,15 @@ def score(r: RunResult, truth: Mapping[str, Mapping[str, Any]], h: Horizon,
         else:
             back.append((drawable - int(rec)) / DAY_MS)
     restored = affected - censored
+    km = kaplan_meier(km_times, km_done)
+    km_median = _km_median(km)
     reinstatement: dict[str, Any] = {"recoverers": recoverers, "affected": affected, **_days(full),
                      "censored": censored, "restored_share": _share(restored, affected),
                      "eligible": eligible, "eligible_restored": eligible_restored,
                      "eligible_restored_share": _share(eligible_restored, eligible),
+                     "km_restored_by_150_days": round(_km_done_by(km, ELIGIBLE_DAYS), 4)
+                     if km_times else None,
+                     "km_median_days": None if km_median is None else round(km_median, 2),
                      "credit_back": {**_days(back), "censored": back_censored}}
 
     # Harms the goals name: suspensions of users never past due, thin files, false holds.
@@ -268,6 +322,11 @@ def score(r: RunResult, truth: Mapping[str, Mapping[str, Any]], h: Horizon,
             "suspended_or_cut": n_either,
             "suspended_or_cut_share": _share(n_either, ng),
             "declined_amount": sum(r.declined.get(u, [0, 0])[1] for u in good),
+            # The figure before the simulator's declined demand was offered to every run (the
+            # log's purchases only: the static limit declined almost none by construction).
+            "declined_amount_log_only": sum(
+                r.declined.get(u, [0, 0])[1] - r.declined_demand.get(u, [0, 0])[1]
+                for u in good),
             "never_past_due": len(never_late),
             "suspended_never_past_due": susp_never_late,
             "suspended_never_past_due_share": _share(susp_never_late, len(never_late)),
@@ -291,7 +350,10 @@ def score(r: RunResult, truth: Mapping[str, Mapping[str, Any]], h: Horizon,
                   "spend_declined": fraud_decl,
                   "authorised_share": _share(fraud_auth, fraud_auth + fraud_decl)},
         "declined": {"count": sum(v[0] for v in r.declined.values()),
-                     "amount": sum(v[1] for v in r.declined.values())},
+                     "amount": sum(v[1] for v in r.declined.values()),
+                     "demand_declined": sum(v[1] for v in r.declined_demand.values()),
+                     "demand_authorised_count": r.demand_authorised[0],
+                     "demand_authorised": r.demand_authorised[1]},
         "by_persona": per_persona,
     }
     series: dict[str, Any] = {
@@ -401,6 +463,7 @@ def goals(runs: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     loss = _ratio(champ["defaulters"]["loss_total"], static["defaulters"]["loss_total"])
     limit = _ratio(g["mean_limit"], sg["mean_limit"])
     declined, declined_static = g["declined_amount"], sg["declined_amount"]
+    log_only = _ratio(g["declined_amount_log_only"], sg["declined_amount_log_only"])
     rei = champ["time_to_reinstatement"]
     bench = runs["champion"].get("benchmark") or {}
     online = bench.get("online_roc_auc")
@@ -413,9 +476,9 @@ def goals(runs: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
         _goal("loss on defaulters / static's", loss, "<= 0.50", _le(loss, 0.5)),
         _goal("good users' mean drawable limit / static's", limit, ">= 1.05",
               None if limit is None else limit >= 1.05),
-        _goal("good users' spend declined / static's (static declined "
-              f"{declined_static})", _ratio(declined, declined_static), "<= 2",
-              declined <= 2 * declined_static),
+        _goal("good users' spend declined / static's, demand the simulator's bank declined "
+              f"included (static declined {declined_static}; log purchases only: {log_only})",
+              _ratio(declined, declined_static), "<= 2", declined <= 2 * declined_static),
         _goal("good users never past due who were suspended (share)",
               g["suspended_never_past_due_share"], "<= 0.01",
               _le(g["suspended_never_past_due_share"], 0.01)),
@@ -425,15 +488,15 @@ def goals(runs: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
               "<= 0.30", _le(champ["fraud"]["authorised_share"], 0.3)),
         _goal("false holds on good non-fraud users (share)", g["false_holds_share"], "<= 0.01",
               _le(g["false_holds_share"], 0.01)),
-        _goal("recovered customers back to ACTIVE at full limit (share)",
-              rei["restored_share"], ">= 0.70",
-              None if rei["restored_share"] is None else rei["restored_share"] >= 0.7),
-        _goal("... of those cured >= 150 days before the end (share)",
-              rei["eligible_restored_share"], ">= 0.70",
-              None if rei["eligible_restored_share"] is None
-              else rei["eligible_restored_share"] >= 0.7),
-        _goal("cure to full limit, median days", rei["median_days"], "<= 150",
-              _le(rei["median_days"], 150)),
+        _goal("recovered customers back to ACTIVE at full limit within 150 days of cure "
+              "(Kaplan-Meier, censored at the horizon; naive share by the end: "
+              f"{rei['restored_share']}, of those cured >= 150 days before the end: "
+              f"{rei['eligible_restored_share']})", rei["km_restored_by_150_days"], ">= 0.70",
+              None if rei["km_restored_by_150_days"] is None
+              else rei["km_restored_by_150_days"] >= 0.7),
+        _goal("cure to full limit, median days (Kaplan-Meier; of those restored: "
+              f"{rei['median_days']})", rei["km_median_days"], "<= 150",
+              _le(rei["km_median_days"], 150)),
         _goal("prequential ROC AUC, current-at-issue labels (later half)", online, ">= 0.75",
               None if online is None else online >= 0.75),
         _goal("offline (hindsight) AUC - prequential AUC", bench.get("gap"), "<= 0.03",

@@ -80,6 +80,10 @@ class RunResult:
     balance_series: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     first_overdue: dict[str, int] = field(default_factory=dict)
     declined: dict[str, list[int]] = field(default_factory=dict)  #: uid -> [count, amount]
+    #: The part of ``declined`` that is demand the simulator's bank declined (not in the log).
+    declined_demand: dict[str, list[int]] = field(default_factory=dict)
+    #: Demand the simulator's bank declined that this run authorised: [count, amount].
+    demand_authorised: list[int] = field(default_factory=lambda: [0, 0])
     #: Fraud-burst spending: uid -> [authorised, declined] amounts inside the burst window.
     fraud_spend: dict[str, list[int]] = field(default_factory=dict)
     #: (event ts, labels learnt, rolling ROC AUC, rolling log loss) at each model snapshot.
@@ -143,6 +147,12 @@ class _Pass:
         self.bursts: dict[str, tuple[int, int]] = {
             u: (int(t["fraud_burst_ts"]), int(t.get("fraud_burst_end_ts") or t["fraud_burst_ts"]))
             for u, t in truth.items() if t.get("fraud_burst_ts") is not None}
+        #: Per user, the purchases the simulator's bank declined, latest first (popped as the
+        #: log reaches their time): offered to this run's card like the log's purchases.
+        self.demand: dict[str, list[list[Any]]] = {
+            u: sorted(t["declined_demand"], reverse=True)
+            for u, t in truth.items() if t.get("declined_demand")}
+        self.currency: dict[str, str] = {}
         self.replay: Replay | None = None
         self.learning: InProcessLearning | None = None
         if policy is not None and mode is not Mode.STATIC:
@@ -255,14 +265,35 @@ class _Pass:
         if uid in self.watched:
             self.result.balance_series.setdefault(uid, []).append((ts, balance))
 
-    def feed(self, topic: str, key: str, value: Mapping[str, Any] | None, raw: LogRecord
-             ) -> None:
+    def _offer_demand(self, uid: str, until: int) -> None:
+        """Offer ``uid``'s declined demand up to ``until`` to this run's card: what the card
+        authorises is spent (ledger and engine, as a log purchase), the rest is declined."""
+        queue = self.demand.get(uid)
+        currency = self.currency.get(uid)
+        n = 0
+        while queue and queue[-1][0] <= until and currency is not None:
+            ts, amount, mcc, country = queue.pop()
+            n += 1
+            value = {"event_id": f"{uid}-demand-{ts}-{n}", "user_id": uid, "ts": ts,
+                     "kind": "purchase", "amount": amount, "currency": currency,
+                     "merchant_category": mcc, "country": country}
+            self.feed("transactions", uid, value,
+                      LogRecord("transactions", uid.encode(), orjson.dumps(value)), demand=True)
+
+    def feed(self, topic: str, key: str, value: Mapping[str, Any] | None, raw: LogRecord,
+             demand: bool = False) -> None:
+        """One record of the log (``demand``: a purchase the simulator's bank declined)."""
         r = self.result
         ts = _int(value.get("ts")) if value is not None else None
         kind = value.get("kind") if value is not None else None
         if value is None or ts is None:
             self._enqueue(key, raw, r.last_ts)
             return
+        if not demand:
+            self._offer_demand(key, ts)
+            currency = value.get("currency")
+            if isinstance(currency, str):
+                self.currency[key] = currency
         r.first_ts = ts if not r.first_ts else min(r.first_ts, ts)
         r.last_ts = max(r.last_ts, ts)
         uid = key
@@ -282,16 +313,21 @@ class _Pass:
             ok = card is None or led.balance + amount <= card.drawable_at(ts)
             burst = self.bursts.get(uid)
             in_burst = burst is not None and burst[0] <= ts <= burst[1]
-            if in_burst:
+            if in_burst and not demand:
                 r.fraud_spend.setdefault(uid, [0, 0])[0 if ok else 1] += amount
             if not ok:
-                if not in_burst:  # a declined fraud is not the customer's spend declined
-                    d = r.declined.setdefault(uid, [0, 0])
-                    d[0] += 1
-                    d[1] += amount
-                mcc, country = str(value.get("merchant_category")), str(value.get("country"))
-                led.declined.setdefault((mcc, country), []).append(amount)
+                if not in_burst or demand:  # a declined fraud is not the customer's declined
+                    for counts in ((r.declined, r.declined_demand) if demand else (r.declined,)):
+                        d = counts.setdefault(uid, [0, 0])
+                        d[0] += 1
+                        d[1] += amount
+                if not demand:  # no refund of a demand purchase ever follows in the log
+                    mcc, country = str(value.get("merchant_category")), str(value.get("country"))
+                    led.declined.setdefault((mcc, country), []).append(amount)
                 return
+            if demand:
+                r.demand_authorised[0] += 1
+                r.demand_authorised[1] += amount
             self._set_balance(uid, led, led.balance + amount, ts)
         elif topic == "transactions" and kind == "refund" and amount is not None and amount > 0:
             if led.refund_dropped(str(value.get("merchant_category")),
@@ -320,9 +356,11 @@ class _Pass:
             self._flush()
 
     def finish(self) -> RunResult:
-        self._flush()
         r = self.result
         end = r.last_ts
+        for uid in list(self.demand):
+            self._offer_demand(uid, end)
+        self._flush()
         if self.mode is Mode.MONTHLY:
             for uid in list(self.next_review):
                 self._review(uid, end, statement=False)

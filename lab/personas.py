@@ -22,7 +22,8 @@ accounts later) with an initial limit of 5 000-50 000 (thin files 2 000-8 000) m
 and usually a declared income; salary ``inflow`` on a monthly pay day; purchases whose
 number per day is Poisson, whose amounts are log-normal around the merchant category's
 typical ticket, whose local time of day follows a day/night profile, and which are declined
-(not emitted) when they would take the approximate balance over the limit; occasional
+(not emitted; recorded in the ground truth as ``declined_demand``, which the backtest offers
+to every run's card) when they would take the approximate balance over the limit; occasional
 refunds, cash advances, trips abroad and cross-border online purchases;
 ``income_reported`` and ``liabilities_reported`` now and then; and a monthly statement: a
 ``due`` event (``f"{user_id}-m{n}"``, 10-30 % of the balance, at least 100 major units, due

@@ -492,7 +492,11 @@ never reaches the engine nor the ledger, and a later refund of the same merchant
 country no larger than a declined amount is dropped with it. Payments are the log's (the
 users' behaviour is not re-simulated under the run's limits), applied to the run's balance and
 floored at 0. The balance is the engine's own fold: purchases + cash advances - refunds -
-payments, never below 0.</p>
+payments, never below 0. The purchases the simulator's own bank declined (its limit is the
+static one) never reach the log; every run's card is offered them at their time as well, so
+that every run, static included, declines the same demand where its credit falls short: one
+the run authorises is spent (ledger and engine; the log's payments, sized on the simulator's
+balance, do not repay it, so a run that grants more credit carries more balance).</p>
 """
 
 

@@ -81,6 +81,11 @@ class SimUser:
             "missed_installments": [], "fraud_burst_ts": None, "fraud_burst_end_ts": None,
             "fraud_burst_count": 0, "fraud_chargeback_ts": None, "peak_months": [],
             "income_growth_monthly": 0.0,
+            # Purchases this user tried that the simulator's own bank (the static initial
+            # limit) declined, [ts, amount, merchant category, country] each: demand that never
+            # reaches the log, which the backtest offers to every run's card so that declines
+            # compare like with like.
+            "declined_demand": [],
         }
         # -- the common plan (drawn in a fixed order: reproducibility) --
         income_major = 10_000.0 * math.exp(0.45 * Z_TABLE[int(r() * Z_STEPS)])
@@ -342,6 +347,7 @@ class SimUser:
         start = day.start
         shift = DAY_MS - day.tod0  # day.at(local) == start + (shift + local) % DAY_MS
         balance = self.balance
+        declined = self.truth["declined_demand"]
         for _ in range(n):
             h = bisect_right(hours, r())
             ts = start + (shift + (h if h < 24 else 23) * HOUR_MS + int(r() * HOUR_MS)) % DAY_MS
@@ -350,7 +356,10 @@ class SimUser:
                 j = last
             amount = int(medians[j] * scale * LOGNORMAL[int(r() * Z_STEPS)]) or 1
             if balance + amount > limit:
-                continue  # declined: never reaches the log
+                # Declined: never reaches the log. Recorded without drawing from the user's
+                # random stream (the log stays the same): abroad on a trip, abroad.
+                declined.append([ts, amount, codes[j], trip[2] if abroad and trip else home])
+                continue
             mcc = codes[j]
             if abroad and trip is not None and r() < 0.85:
                 country = trip[2]

@@ -60,9 +60,14 @@ DEFINITIONS: Final[Mapping[str, str]] = {
                              "recovery); not restored by the end: `censored`. `credit_back` "
                              "is the same up to the first drawable limit",
     "fraud_spend_authorised": "purchases of fraud bursts (ground truth window) the run authorised",
-    "declined": "purchases and cash advances of the log the run declined (over the limit or "
-                "not drawable), fraud-burst purchases left out (declining a fraud is not "
-                "declining the customer: they are counted under `fraud`)",
+    "declined": "purchases and cash advances the run declined (over the limit or not "
+                "drawable): the log's, fraud-burst purchases left out (declining a fraud is "
+                "not declining the customer: they are counted under `fraud`), and the "
+                "purchases the simulator's own bank (the static limit) declined, which never "
+                "reach the log (ground truth `declined_demand`): every run's card is offered "
+                "them, so every run, static included, declines the same demand where its "
+                "credit falls short; one the run authorises is spent (ledger and engine). "
+                "`declined_amount_log_only` is the figure without that demand",
 }
 
 

@@ -48,7 +48,8 @@ Semantics fixed here (and in docs/reason-codes.md):
   since the raise), so a raise is not undone by the swing that follows it.
 * **HOLD_FOR_REVIEW** (``[hold]``): a burst of anomalous spends (the last hour's anomaly
   scores summing to ``hold.burst_score``), one very anomalous spend, or a day's spend of
-  ``hold.day_spend_share`` of the limit at ``hold.day_spend_velocity`` times the user's own
+  ``hold.day_spend_share`` of the limit (``hold.new_account_day_spend_share`` in the first
+  ``hold.new_account_days``) at ``hold.day_spend_velocity`` times the user's own
   daily rate (a line drawn down at once: bust-out or takeover)
   holds the line at once:
   available credit 0, the limit kept, until an operator's ``unfreeze`` or
@@ -220,10 +221,19 @@ class _Ctx:
     #: just cut is no evidence of a takeover (the line is already under watch).
     recently_cut: bool
     resolved: int  #: resolved installments among the last 12 (on time + late)
+    #: The line's 24-hour spend share that holds it (lower for an account opened recently).
+    hold_day_share: float
     non_actionable: frozenset[str]  #: features never shown as the reason of an adverse action
     income: int  #: known monthly income (0 = unknown)
     ceiling: int  #: the binding cap: min(max_limit, income cap)
     ceiling_reason: str  #: MAX_LIMIT_CAP or INCOME_CAP
+
+
+def _hold_day_share(acc: Account, ts: int, p: Policy) -> float:
+    """The 24-hour spend share of the limit that holds the line at ``ts``."""
+    h = p.hold
+    new = acc.opened_ts > 0 and ts < acc.opened_ts + h.new_account_days * DAY_MS
+    return h.new_account_day_spend_share if new else h.day_spend_share
 
 
 def _now(acc: Account, ts: int) -> int:
@@ -284,6 +294,7 @@ def _context(acc: Account, obs: Observation, p: Policy, income_override: int = 0
         recently_cut=acc.last_cut_ts > 0 and _now(acc, obs.event.ts) < (
             acc.last_cut_ts + p.decrease.raise_cooldown_days * DAY_MS),
         resolved=int(x["ontime_count_12"] + x["late_count_12"]),
+        hold_day_share=_hold_day_share(acc, obs.event.ts, p),
         non_actionable=frozenset(p.guardrails.non_actionable),
         income=income,
         ceiling=ceiling,
@@ -371,7 +382,7 @@ def _hold_reasons(ctx: _Ctx, p: Policy, *, arrears: bool) -> tuple[list[str], in
         anomaly.append("SPENDING_BURST")
     if ctx.anomaly >= h.anomaly_single:
         anomaly.append("SEVERE_ANOMALY")
-    if (ctx.day_spend_share >= h.day_spend_share and not ctx.recently_cut
+    if (ctx.day_spend_share >= ctx.hold_day_share and not ctx.recently_cut
             and ctx.x["spend_velocity_24h"] >= h.day_spend_velocity):
         anomaly.append("LINE_DRAWN_IN_A_DAY")
     if anomaly:
@@ -504,6 +515,36 @@ def _raise_blockers(acc: Account, ctx: _Ctx, p: Policy) -> list[str]:
     return out
 
 
+def _restore_after_cure(acc: Account, ctx: _Ctx, p: Policy) -> tuple[Account, Decision] | None:
+    """A limit cut in a delinquency episode comes back, in one step, once the customer has
+    cured, as a suspended one's comes back by the ladder: the episode's cuts (``uncut_limit``:
+    the limit before them) lie within ``decrease.raise_cooldown_days`` of a lateness, nothing
+    is overdue, an installment was paid in full by its due date since the last lateness,
+    ``reinstate.min_suspension_days`` have passed since it and ``increase.cooldown_days``
+    since the last change, and the score is at or below ``reinstate.max_pd``. Raises, which
+    add one step at a time after a clean ``increase.late_lookback_days``, would take a year to
+    undo a cut to the balance owed. (``None``: not now.)"""
+    x = ctx.x
+    episode = p.decrease.raise_cooldown_days * DAY_MS
+    if (acc.limit_override or acc.uncut_limit <= acc.limit or not acc.last_late_ts
+            or abs(acc.last_late_ts - acc.last_cut_ts) > episode
+            or x["overdue_amount"] > 0
+            or not x["days_since_ontime"] < x["days_since_missed"]
+            or ctx.now < acc.last_late_ts + p.reinstate.min_suspension_days * DAY_MS
+            or ctx.now < acc.last_change_ts + p.increase.cooldown_days * DAY_MS
+            or _score_blocker(ctx, p.reinstate.max_pd, "RISK_TOO_HIGH_FOR_REINSTATEMENT")):
+        return None
+    target = min(acc.uncut_limit, ctx.ceiling)
+    if target <= acc.limit:
+        return None
+    new = replace(acc, limit=target, uncut_limit=0, last_change_ts=ctx.now,
+                  last_raise_ts=ctx.now)
+    reasons = ["CUT_RESTORED_AFTER_CURE", "ARREARS_CLEARED", "RISK_SCORE_RECOVERED"]
+    if target < acc.uncut_limit:
+        reasons.append(ctx.ceiling_reason)
+    return new, _decision(Action.RAISE, acc, new, reasons, ctx)
+
+
 def _active(acc: Account, ctx: _Ctx, p: Policy, allow_up: bool) -> tuple[Account, Decision]:
     suspend = _suspend_reasons(ctx, p, probation=False)
     if suspend:
@@ -517,6 +558,14 @@ def _active(acc: Account, ctx: _Ctx, p: Policy, allow_up: bool) -> tuple[Account
     blocked: list[str] = list(guarded)
     target, override, cut = acc.limit, acc.limit_override, False
     distress = [c for c in risk if c in _DISTRESS] if p.decrease.distress_to_balance else []
+    x = ctx.x
+    if distress == ["INCOME_DECLINE"] and not (
+            x["inflow_trend"] < p.decrease.income_collapse_trend
+            or ctx.late or x["overdue_amount"] > 0 or x["cash_advance_share_30d"] > 0):
+        # Inflows alone are a noisy income measure (irregular earners, a month's dip): short of
+        # a collapse they close the open-to-buy only with a second sign of distress (a
+        # lateness, arrears, cash advances); alone they cut one step, once per cooldown.
+        distress = []
     owed = -(-int(ctx.x["balance"]) // p.limits.rounding) * p.limits.rounding
     in_cooldown = ctx.now < acc.last_cut_ts + p.decrease.cooldown_days * DAY_MS
     if in_cooldown and distress and max(owed, p.limits.min_limit) < acc.limit:
@@ -556,6 +605,9 @@ def _active(acc: Account, ctx: _Ctx, p: Policy, allow_up: bool) -> tuple[Account
     if not allow_up:
         return acc, _decision(Action.HOLD, acc, acc, ["LIMIT_UNCHANGED"], ctx)
 
+    restored = _restore_after_cure(acc, ctx, p)
+    if restored is not None:
+        return restored
     blockers = _raise_blockers(acc, ctx, p)
     if blockers:
         return acc, _decision(Action.HOLD, acc, acc, blockers, ctx)
@@ -858,6 +910,16 @@ def _command(acc: Account, ev: LimitCommand, ctx: _Ctx,
 # -- the API -------------------------------------------------------------------------------
 
 
+def _stage_over(account: Account, ts: int, policy: Policy) -> bool:
+    """A probation stage's observation period ended at or before ``ts`` and after the last
+    evaluation: the first event after it may move the account up (once; then the repayments
+    and the periodic review take over)."""
+    rei = policy.reinstate
+    stage = max(1, min(account.stage, rei.stages))
+    end = account.status_since_ts + rei.observation_days[stage - 1] * DAY_MS
+    return account.last_review_ts < end <= ts
+
+
 def is_decision_point(account: Account, event: InputEvent, anomaly: float | None,
                       policy: Policy, features: FeatureState | None = None) -> bool:
     """Whether ``event`` must go through :func:`decide` (cheap; called on every event).
@@ -887,6 +949,8 @@ def is_decision_point(account: Account, event: InputEvent, anomaly: float | None
             return True
         if event.ts >= account.last_review_ts + policy.review.interval_days * DAY_MS:
             return True
+        if account.status is Status.PROBATION and _stage_over(account, event.ts, policy):
+            return True
         if features is None or event.kind not in ("purchase", "cash_advance"):
             return False
         if event.kind == "cash_advance" and policy.review.cash_advance:
@@ -894,7 +958,8 @@ def is_decision_point(account: Account, event: InputEvent, anomaly: float | None
         if burst_score(features, event.ts) >= policy.hold.burst_score:
             return True
         limit = account.limit
-        if limit > 0 and spend_24h(features, event.ts) >= policy.hold.day_spend_share * limit:
+        share = _hold_day_share(account, event.ts, policy)
+        if limit > 0 and spend_24h(features, event.ts) >= share * limit:
             return True
         jump = policy.review.utilization_jump * limit
         return limit > 0 and features.balance - event.amount < jump <= features.balance

@@ -135,6 +135,12 @@ _CODES: Final[tuple[ReasonCode, ...]] = (
                "least reinstate.min_ontime_in_stage on-time repayments and no lateness."),
     ReasonCode("LADDER_COMPLETE", "reinstate", "Your full limit has been restored.",
                "Last probation stage completed: ACTIVE at 100 % of the pre-suspension limit."),
+    ReasonCode("CUT_RESTORED_AFTER_CURE", "reinstate", "Your limit has been restored now that "
+               "your account is back in good order.", "Cuts made within "
+               "decrease.raise_cooldown_days of a lateness undone in one step: arrears "
+               "cleared, an installment paid in full by its due date since the lateness, "
+               "reinstate.min_suspension_days since it, probability of default at or below "
+               "reinstate.max_pd."),
     # -- holds --------------------------------------------------------------------------------
     ReasonCode("OPERATOR_OVERRIDE_ACTIVE", "hold", "Your limit was set by our credit team.",
                "An operator set the limit above the policy caps; automatic raises wait."),

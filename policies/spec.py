@@ -87,6 +87,10 @@ class DecreaseSpec:
     pd_cut: float = _f(gt=0.0, lt=1.0)
     step_pct: int = _f(gt=0, le=100)
     income_drop_trend: float = _f(ge=0.0, le=10.0)
+    #: Inflow below this share of the previous months' is a collapse: it closes the open-to-buy
+    #: on its own; between it and ``income_drop_trend`` a decline needs a second sign of
+    #: distress (a lateness, arrears, cash advances), else it cuts one step.
+    income_collapse_trend: float = _f(ge=0.0, le=10.0)
     max_dti: float = _f(gt=0.0, le=10.0)
     utilization_spike: float = _f(gt=0.0, le=2.0)
     cash_advance_share: float = _f(gt=0.0, le=1.0)
@@ -138,6 +142,10 @@ class HoldSpec:
     burst_score: float = _f(gt=0.0, le=100.0)  #: the last hour's anomaly scores summing to this
     day_spend_share: float = _f(gt=0.0, le=10.0)  #: 24 h spend reaching this share of the limit
     day_spend_velocity: float = _f(ge=0.0, le=30.0)  #: ... at this multiple of the daily rate
+    #: An account opened less than this long ago is held at ``new_account_day_spend_share``:
+    #: it has no history to judge a big day against (bust-out: a new line drawn in a day or two).
+    new_account_days: int = _f(ge=0, le=3650)
+    new_account_day_spend_share: float = _f(gt=0.0, le=10.0)
     review_days: int = _f(ge=1, le=3650)  #: an anomaly hold ends after this unless released
     arrears_dpd: int = _f(ge=1, le=3650)  #: an arrears this many days old holds until cured
 
@@ -361,6 +369,8 @@ def _validate(p: Policy) -> None:
           "must be > increase.max_dti (hysteresis gap)")
     _need(inc.min_inflow_trend > dec.income_drop_trend, "increase.min_inflow_trend",
           "must be > decrease.income_drop_trend (hysteresis gap)")
+    _need(dec.income_collapse_trend <= dec.income_drop_trend, "decrease.income_collapse_trend",
+          "must be <= decrease.income_drop_trend")
     _need(p.anomaly.trigger <= p.hold.anomaly_single, "anomaly.trigger",
           "must be <= hold.anomaly_single (else an anomaly hold could never be evaluated)")
     _need(p.hold.arrears_dpd < sus.dpd_days, "hold.arrears_dpd",

@@ -18,7 +18,7 @@ import pytest
 
 from features.windows import DAY_MS
 from lab.backtest import backtest
-from lab.backtest_metrics import HEADLINE, difference
+from lab.backtest_metrics import HEADLINE, difference, kaplan_meier
 from lab.backtest_pass import Mode, run
 from lab.report import HTML_NAME, JSON_NAME, write_report
 from lab.simulate import SimConfig, truth_path, write_log
@@ -129,6 +129,19 @@ def test_recoverers_reinstatement_is_reported(portfolio: dict[str, Any]) -> None
     assert r["credit_back"]["n"] >= 15  # measured 23 back on credit
 
 
+def test_kaplan_meier_counts_the_censored_as_at_risk_until_they_leave() -> None:
+    # Four cured: done at 10 and 40 days, one seen for only 20 days, one still waiting at 50.
+    steps = kaplan_meier([10, 20, 40, 50], [True, False, True, False])
+    # 1 of 4 done at 10; the one censored at 20 leaves; 1 of the 2 left done at 40.
+    assert steps == [(10, 0.75), (40, 0.375)]
+    # The naive share done by the end is 2 of 4; the estimate by 40 days is 62.5 %: the one
+    # seen for 20 days is not counted as a failure.
+    assert 1 - steps[-1][1] == 0.625
+    assert kaplan_meier([], []) == []
+    # Ties: done before censored at the same time (the censored one was at risk then).
+    assert kaplan_meier([5, 5], [False, True]) == [(5, 0.5)]
+
+
 # -- the report files -------------------------------------------------------------------------
 
 
@@ -183,8 +196,21 @@ def test_json_has_every_figure_of_every_run(portfolio: dict[str, Any]) -> None:
 def test_goals_benchmark_and_officer_figures_are_reported(portfolio: dict[str, Any]) -> None:
     data = orjson.loads(portfolio["json"].read_bytes())
     goals = data["goals"]
-    assert len(goals) == 13 and all(set(g) == {"goal", "measured", "target", "met"}
+    assert len(goals) == 12 and all(set(g) == {"goal", "measured", "target", "met"}
                                     for g in goals)
+    # Reinstatement is judged on the Kaplan-Meier estimate (cures near the end are censored,
+    # not failures), the naive shares named beside it.
+    rei = m(data, "champion", "time_to_reinstatement")
+    back = next(g for g in goals if g["goal"].startswith("recovered customers"))
+    assert back["measured"] == rei["km_restored_by_150_days"] is not None
+    assert f"naive share by the end: {rei['restored_share']}" in back["goal"]
+    # Declines compare the same demand; the log-only figure is named beside it.
+    declined = next(g for g in goals if g["goal"].startswith("good users' spend declined"))
+    assert declined["measured"] == round(m(data, "champion", "good_users.declined_amount")
+                                         / m(data, "static", "good_users.declined_amount"), 4)
+    assert "log purchases only" in declined["goal"]
+    assert m(data, "static", "good_users.declined_amount") > m(
+        data, "static", "good_users.declined_amount_log_only")
     loss = next(g for g in goals if g["goal"].startswith("loss on defaulters"))
     assert loss["measured"] == round(m(data, "champion", "defaulters.loss_total")
                                      / m(data, "static", "defaulters.loss_total"), 4)
@@ -270,6 +296,31 @@ def test_authorisation_declines_over_the_limit_and_drops_the_refunds_of_declined
     assert r.declined == {"u1": [1, 30_000]}
     assert [b for _, b in r.balance_series["u1"]] == [80_000, 75_000, 25_000, 100_000, 0]
     assert [(p.limit, p.status) for p in r.trajectories["u1"]] == [(100_000, "ACTIVE")]
+
+
+def test_demand_the_simulators_bank_declined_is_offered_to_every_runs_card(
+        tmp_path: Path) -> None:
+    """The purchases the simulator's own bank declined (ground truth, never in the log) are
+    offered to the run's card at their time: declined where its credit falls short, counted
+    apart as well; authorised, they are spent, in the ledger and through the engine."""
+    log = _write(tmp_path / "l.jsonl", [
+        ("account-events", {"ts": T0, "kind": "opened", "initial_limit": 100_000}),
+        _tx(T0 + 1000, "purchase", 80_000),
+        ("repayments", {"ts": T0 + 5000, "kind": "paid", "installment_id": "i0",
+                        "amount_paid": 50_000}),
+        _tx(T0 + 9000, "purchase", 1_000),
+    ])
+    demand = [[T0 + 6000, 40_000, "5411", "CN"],  # 30 000 owed then: fits, spent
+              [T0 + 2000, 30_000, "5732", "CN"]]  # 80 000 owed then: declined
+    truth = {"u1": {"user_id": "u1", "persona": "growing_earner", "defaults": False,
+                    "declined_demand": demand}}
+    r = run(log, truth, "static", Mode.STATIC, watched={"u1"})
+    assert r.declined == r.declined_demand == {"u1": [1, 30_000]}
+    assert r.demand_authorised == [1, 40_000]
+    assert [b for _, b in r.balance_series["u1"]] == [80_000, 30_000, 70_000, 71_000]
+    rt = run(log, truth, "champion", Mode.REALTIME, load_policy(DEFAULT_POLICY))
+    assert rt.replay["records"] == 5  # the log's 4 and the authorised demand
+    assert rt.declined_demand == {"u1": [1, 30_000]}
 
 
 def test_monthly_review_holds_the_engine_decision_until_the_next_statement(

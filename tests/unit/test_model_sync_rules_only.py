@@ -59,3 +59,16 @@ def test_a_worker_with_a_key_says_nothing_at_start_up(
         build(Settings.from_env({"LIMITSTREAM_BROKER": "kafka://127.0.0.1:1",
                                  "LIMITSTREAM_MODEL_HMAC_KEY": "a-key-of-at-least-16-bytes"}))
     assert not [r for r in caplog.records if r.name == "agents.model_sync"]
+
+
+async def test_the_trainer_learns_each_label_in_the_segment_the_engine_gave_it() -> None:
+    sync = build(Settings(broker="kafka://127.0.0.1:1"))
+    trainer = Trainer(sync.model_kind)
+    # Twelve resolved installments read as an established file; the engine (whose policy may
+    # count a thin file otherwise) said thin: its word counts. No segment, or an unknown one:
+    # segmented from the features.
+    x = b'{"ontime_count_12": 12, "late_count_12": 0}'
+    for offset, seg in enumerate((b', "segment": "current_thin"', b"", b', "segment": "bogus"')):
+        await sync._learn_one(trainer, b'{"x": %s, "label": 0%s}' % (x, seg), offset)
+    assert trainer.segments["current_thin"].n == 1
+    assert trainer.segments["current_established"].n == 2

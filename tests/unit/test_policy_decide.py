@@ -200,9 +200,22 @@ def test_income_falls_limit_is_cut_once_per_cooldown_and_raises_wait() -> None:
 
 
 def test_distress_closes_the_open_to_buy_but_a_score_cuts_one_step() -> None:
-    # Observed distress (income decline, cash-advance reliance): the limit down to the balance.
+    # Observed distress (income decline with a second sign, cash-advance reliance): the limit
+    # down to the balance.
+    _, d = step(account(0, limit=1_000_000), obs(tx(100), **{
+        **GOOD, "inflow_trend": 0.4, "balance": 312_345, "cash_advance_share_30d": 0.1}))
+    assert (d.action, d.new_limit, d.reasons) == (Action.CUT, 312_400, ("INCOME_DECLINE",))
+    # A collapse (below a quarter of the previous months' inflow) on its own: the same.
+    _, d = step(account(0, limit=1_000_000), obs(tx(100), **{**GOOD, "inflow_trend": 0.2,
+                                                             "balance": 312_345}))
+    assert (d.action, d.new_limit, d.reasons) == (Action.CUT, 312_400, ("INCOME_DECLINE",))
+    # Falling inflows alone (an irregular earner, a month's dip): one step, like a score.
     _, d = step(account(0, limit=1_000_000), obs(tx(100), **{**GOOD, "inflow_trend": 0.4,
                                                              "balance": 312_345}))
+    assert (d.action, d.new_limit, d.reasons) == (Action.CUT, 800_000, ("INCOME_DECLINE",))
+    _, d = step(account(0, limit=1_000_000), obs(overdue(100, dpd=1), outcome=late(dpd=1), **{
+        **GOOD, "inflow_trend": 0.4, "balance": 312_345, "overdue_amount": 10_000,
+        "late_count_12": 1, "max_dpd_90d": 1}))
     assert (d.action, d.new_limit, d.reasons) == (Action.CUT, 312_400, ("INCOME_DECLINE",))
     living_on_cash = {**GOOD, "cash_advance_share_30d": 0.6, "utilization": 0.5,
                       "balance": 500_000}
@@ -359,6 +372,60 @@ def test_the_ladder_restores_the_limit_before_the_episode_cuts() -> None:
     acc, d = step(acc, obs(overdue(130, dpd=30), outcome=late(dpd=30), late_count_12=1,
                            overdue_amount=10_000, max_dpd_90d=30))
     assert (d.action, acc.pre_suspension_limit) == (Action.SUSPEND, 500_000)
+
+
+def test_a_new_account_is_held_at_a_smaller_share_of_its_line_drawn_in_a_day() -> None:
+    # 55 % of the line in 24 hours at 12 times the own daily rate: held on an account opened
+    # 30 days ago (a bust-out draws a new line over a day or two), not on an old one (60 %).
+    day = {**GOOD, "spend_sum_24h": 550_000, "spend_velocity_24h": 12.0}
+    young, d = step(account(70, limit=1_000_000, opened_ts=at(70)), obs(tx(100), **day))
+    assert (d.action, d.reasons, young.status) == (Action.HOLD_LINE, ("LINE_DRAWN_IN_A_DAY",),
+                                                   Status.HOLD_FOR_REVIEW)
+    _, d = step(account(0, limit=1_000_000, opened_ts=at(0)), obs(tx(100), **day))
+    assert d.action is not Action.HOLD_LINE
+    # The spend that crosses the new account's share is a decision point.
+    f = new_state()
+    f.hours = {at(100) // 3_600_000: [3, 550_000, 200_000]}  # 24 h: 3 spends, 550,000
+    for opened_day, point in ((70, True), (0, False)):
+        acc = account(opened_day, limit=1_000_000, opened_ts=at(opened_day),
+                      last_review_ts=at(99))
+        assert is_decision_point(acc, tx(100, 50_000), None, POLICY, f) is point
+
+
+def test_a_cut_in_a_delinquency_episode_comes_back_once_cured() -> None:
+    # Cut at a missed repayment (1 day past due) with the line nearly full.
+    acc, d = step(account(0, limit=500_000),
+                  obs(overdue(100, dpd=1), outcome=late(dpd=1), utilization=0.97,
+                      late_count_12=1, overdue_amount=10_000, max_dpd_90d=1))
+    assert (d.action, acc.limit, acc.uncut_limit) == (Action.CUT, 400_000, 500_000)
+    cured = {**GOOD, "late_count_12": 1, "max_dpd_90d": 10}
+    # Cured (arrears paid late): not yet, nothing paid on time since the lateness.
+    acc, d = step(acc, obs(paid(110), outcome=Outcome("i1", "paid_in_full", 10, 10_000, T0),
+                           days_since_missed=0, days_since_ontime=40, **cured))
+    assert d.action is Action.HOLD and acc.limit == 400_000
+    after = {**cured, "days_since_missed": 40, "days_since_ontime": 5}
+    # An on-time repayment since, but inside the clean period after the lateness (30 days).
+    _, d = step(acc, obs(paid(135, "i2"), outcome=ontime("i2"), **after))
+    assert d.action is Action.HOLD
+    # ... or with arrears, or a score above reinstate.max_pd: no.
+    _, d = step(acc, obs(paid(145, "i2"), **{**after, "overdue_amount": 10_000}))
+    assert d.action is Action.HOLD_LINE  # the arrears hold the line again
+    _, d = step(acc, obs(paid(145, "i2"), pd=0.2, **after))
+    assert d.action is not Action.RAISE
+    new, d = step(acc, obs(paid(145, "i2"), outcome=ontime("i2"), **after))
+    assert (d.action, d.new_limit, d.reasons[0]) == (Action.RAISE, 500_000,
+                                                     "CUT_RESTORED_AFTER_CURE")
+    assert new.uncut_limit == 0 and new.last_raise_ts == at(145)
+
+
+def test_a_cut_without_a_lateness_near_it_waits_for_raises() -> None:
+    # A score cut far from any lateness is not undone by the cure path: raises earn it back.
+    acc, _ = step(account(0, limit=500_000, last_late_ts=at(-200)),
+                  obs(tx(100), pd=0.2, **{**GOOD, "balance": 1.0}))
+    assert (acc.limit, acc.uncut_limit) == (400_000, 500_000)
+    _, d = step(acc, obs(paid(150), **{**GOOD, "days_since_missed": 300,
+                                       "days_since_ontime": 5}))
+    assert d.action is Action.HOLD and d.reasons == ("RECENT_LIMIT_CUT",)
 
 
 def test_reinstatement_waits_for_period_arrears_and_score() -> None:
@@ -618,6 +685,13 @@ def test_is_decision_point() -> None:
     acc, _ = step(acc, obs(tx(30)))
     assert acc.last_review_ts == at(30)
     assert not is_decision_point(acc, tx(40), None, POLICY)
+    # The first transaction after a probation stage's observation period (30 days) is one.
+    rung = dataclasses.replace(acc, status=Status.PROBATION, stage=1, status_since_ts=at(30),
+                               last_review_ts=at(50))  # no review due before day 80
+    assert not is_decision_point(rung, tx(55), None, POLICY)
+    assert is_decision_point(rung, tx(60), None, POLICY)
+    assert not is_decision_point(dataclasses.replace(rung, last_review_ts=at(60)), tx(61),
+                                 None, POLICY)
 
 
 def test_decisions_are_deterministic_and_json_able() -> None:

@@ -109,6 +109,8 @@ INVALID = [
     ("dti gap", _set(TEXT, "increase", "max_dti", "0.9"), "decrease.max_dti"),
     ("inflow gap", _set(TEXT, "increase", "min_inflow_trend", "0.5"),
      "increase.min_inflow_trend"),
+    ("collapse above the decline", _set(TEXT, "decrease", "income_collapse_trend", "0.6"),
+     "decrease.income_collapse_trend"),
     ("anomaly trigger above the single-transaction hold", _set(TEXT, "anomaly", "trigger",
                                                                "0.95"), "anomaly.trigger"),
     ("arrears hold after the suspension", _set(TEXT, "hold", "arrears_dpd", "30"),

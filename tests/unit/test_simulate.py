@@ -181,6 +181,33 @@ def test_balance_stays_within_the_limit_and_amounts_look_real(pop: Population) -
     assert 0.002 < foreign / len(amounts) < 0.05
 
 
+def test_declined_demand_is_spend_the_static_limit_could_not_take(pop: Population) -> None:
+    """Each purchase the simulator's bank declined (ground truth ``declined_demand``) would
+    have taken the balance over the initial limit, and a revolving grower's demand meets it."""
+    checked = 0
+    for user, t in pop.truth.items():
+        limit, events = t["initial_limit"], pop.by_user[user]
+        for ts, amount, mcc, country in t["declined_demand"]:
+            assert amount > 0 and pop.cfg.start_ts <= ts < pop.cfg.end_ts
+            assert isinstance(mcc, str) and isinstance(country, str)
+            # The balance then was at most: everything before the day before, plus every spend
+            # of the two days around (the day's purchases are drawn before they are emitted).
+            balance = 0
+            for e in events:
+                kind, e_ts = e["kind"], e["ts"]
+                if e_ts >= ts + DAY_MS:
+                    break
+                if kind in ("purchase", "cash_advance"):
+                    balance += e["amount"]
+                elif e_ts < ts - DAY_MS:
+                    balance -= e["amount"] if kind == "refund" else e.get("amount_paid", 0)
+            assert balance + amount > limit, (user, ts, amount)
+            checked += 1
+    assert checked > 0
+    growers = pop.users(GROWER)
+    assert sum(1 for u in growers if pop.truth[u]["declined_demand"]) >= 0.5 * len(growers)
+
+
 # -- personas --
 
 
