@@ -81,17 +81,7 @@ def rewind_uncommitted_partitions() -> None:
     once in CI, which fits the same cause. So an input partition without a committed offset
     is sought to its beginning, which is what ``consumer_auto_offset_reset="earliest"``
     means.
-
-    A seek that a newer rebalance overtakes completes nothing either. aiokafka's fetch of the
-    committed offsets waits out a rebalance in progress, so a seek that starts after a newer
-    rebalance's revoke (a recovery that ended during the join) returns only after the newer
-    assignment; Faust would then resume the flow and declare the worker ready in the newer
-    generation before that generation's tables are recovered, and the offset trace would
-    file the seek under the newer generation, hiding any batch stored before that
-    generation's own seek. Such a seek raises Faust's ``RebalanceAgain`` instead, which ends
-    the overtaken recovery; the newer one seeks again.
     """
-    from faust.tables.recovery import RebalanceAgain
     from faust.transport.consumer import Consumer
     from faust.types import TP
 
@@ -101,14 +91,11 @@ def rewind_uncommitted_partitions() -> None:
 
     async def perform_seek(self: Any) -> None:
         # Faust's perform_seek, plus the rewind of input partitions without a commit.
-        generation = self.app.consumer_generation_id
         committed = await self.seek_to_committed()
-        if self.app.consumer_generation_id != generation:
-            raise RebalanceAgain(f"the seek of generation {generation} ended in generation "
-                                 f"{self.app.consumer_generation_id}")
         trace = offset_trace_of(self.app)
         if trace is not None:
-            trace.seek(generation, {(tp.topic, tp.partition): o for tp, o in committed.items()})
+            trace.seek(self.app.consumer_generation_id,
+                       {(tp.topic, tp.partition): o for tp, o in committed.items()})
         fresh = [tp for tp, offset in committed.items()
                  if not offset and self.app.topics.acks_enabled_for(tp.topic)]
         if fresh:

@@ -1,8 +1,8 @@
 """Corrections to Faust's consumer around rebalances (agents/faust_fixes.py): an input partition
 without a committed offset is read from its start after the seek that ends a rebalance, and a
 record the stream skips during a rebalance is never acked, whichever stream iterator runs; the
-gaps Faust's consumer fills go to the offset trace; and a seek or a table recovery that a
-newer rebalance overtook completes nothing."""
+gaps Faust's consumer fills go to the offset trace; and a table recovery that a newer
+rebalance overtook completes no table."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import faust.streams
 import pytest
 from aiokafka import TopicPartition
 from faust.events import Event
-from faust.tables.recovery import RebalanceAgain
 from faust.transport.consumer import Consumer
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
@@ -31,7 +30,6 @@ class _Topics:
 
 class _App:
     topics = _Topics()
-    consumer_generation_id = 3
 
 
 class _SeekingConsumer:
@@ -64,23 +62,6 @@ async def test_input_partitions_without_a_commit_are_read_from_the_start() -> No
     assert consumer._read_offset == {fresh: None, zero: 0, done: 41, changelog: None}
     assert consumer._committed_offset == {TP("t-transactions", 1): None,
                                           TP("t-transactions", 2): 41}
-
-
-async def test_a_seek_that_a_newer_rebalance_overtook_completes_nothing() -> None:
-    """aiokafka's committed-offset fetch waits out a rebalance: a seek begun in generation 3
-    can end in generation 4, before that generation's tables are recovered."""
-    faust_fixes.install()
-    done = TopicPartition("t-transactions", 2)
-    consumer = _SeekingConsumer({done: 41})
-
-    async def overtaken() -> dict[TopicPartition, int | None]:
-        consumer.app.consumer_generation_id = 4  # the newer assignment, during the fetch
-        return consumer.committed
-
-    consumer.seek_to_committed = overtaken  # type: ignore[method-assign]
-    with pytest.raises(RebalanceAgain):  # Faust's recovery ends its overtaken run on it
-        await Consumer.perform_seek(consumer)  # type: ignore[arg-type]
-    assert consumer._read_offset == {} and consumer._committed_offset == {}
 
 
 def _record(offset: int, generation: int) -> ConsumerMessage:
