@@ -73,6 +73,7 @@ from tests.e2e.helpers import (
     settings_of,
     wait_assignment,
 )
+from tests.group_timings import GROUP_TIMINGS
 
 USERS, DAYS, SIM_SEED = 300, 120, 7
 #: Every single-topic run of every user: the whole simulated log (28 phases).
@@ -315,7 +316,9 @@ def run_once(number: int, store: str, seed: int, log: list[LogRecord],
         "LIMITSTREAM_LOG_LEVEL": os.environ.get("LIMITSTREAM_TEST_LOG_LEVEL", "warning"),
         # Rules only: the live decisions must not depend on when a worker installs a model.
         "LIMITSTREAM_MODEL_HMAC_KEY": "",
-        "LIMITSTREAM_SESSION_TIMEOUT_MS": "4000",  # as tests/conftest.py, for the same reason
+        # The tests' session timeout; Faust's commit interval kept (as the crash test): a kill
+        # then leaves more outputs to re-send, which the comparison checks.
+        "LIMITSTREAM_SESSION_TIMEOUT_MS": GROUP_TIMINGS["LIMITSTREAM_SESSION_TIMEOUT_MS"],
     }
     group = Group(env, workdir)
     try:
