@@ -332,6 +332,8 @@ class Metrics:
     model_roc_auc: Gauge
     #: Rolling log loss of the served model.
     model_log_loss: Gauge
+    model_segment_roc_auc: Gauge
+    model_segment_labels: Gauge
     #: Times the drift detector fired.
     drift_detections: Counter
     #: Model snapshots read from the broker and served.
@@ -530,6 +532,20 @@ class Metrics:
             model_log_loss=Gauge(
                 "limitstream_model_log_loss",
                 "Rolling log loss of the served risk model",
+                registry=registry,
+            ),
+            # Per label segment (policies/scorer.SEGMENTS): the global AUC can hide a model
+            # that fails thin files, and arrears-at-issue labels are judged but never learnt.
+            model_segment_roc_auc=Gauge(
+                "limitstream_model_segment_roc_auc",
+                "Rolling ROC AUC of the served risk model per label segment (NaN: undefined)",
+                ["segment"],
+                registry=registry,
+            ),
+            model_segment_labels=Gauge(
+                "limitstream_model_segment_labels",
+                "Labels scored per label segment by the trainer of the served model",
+                ["segment"],
                 registry=registry,
             ),
             drift_detections=Counter(

@@ -105,7 +105,24 @@ class ModelSync:
         if isinstance(quality, dict):
             self.metrics.model_roc_auc.set(float(quality.get("roc_auc", float("nan"))))
             self.metrics.model_log_loss.set(float(quality.get("log_loss", float("nan"))))
+        self.export_segments(snap.meta.get("segments"))
         return True
+
+    def export_segments(self, segments: object) -> None:
+        """The segments' quality from a verified snapshot's metadata on ``/metrics``; an
+        undefined ROC AUC is NaN (a gap on the dashboard, not 0)."""
+        if not isinstance(segments, dict):
+            return
+        for name in SEGMENTS:
+            summary = segments.get(name)
+            if not isinstance(summary, dict):
+                continue
+            auc, n = summary.get("roc_auc"), summary.get("n")
+            self.metrics.model_segment_roc_auc.labels(segment=name).set(
+                float(auc) if isinstance(auc, int | float) and not isinstance(auc, bool)
+                else float("nan"))
+            if isinstance(n, int) and not isinstance(n, bool):
+                self.metrics.model_segment_labels.labels(segment=name).set(n)
 
     async def _follow(self) -> None:
         delay = 1.0

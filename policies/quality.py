@@ -145,6 +145,13 @@ class Quality:
         return float(self._auc.get())
 
     @property
+    def auc_defined(self) -> bool:
+        """True when the window holds both classes: otherwise :attr:`roc_auc` reads 0.0 but
+        the AUC is undefined (a report shows a gap, not 0)."""
+        positives = sum(y for _, y in self._pairs)
+        return 0 < positives < len(self._pairs)
+
+    @property
     def log_loss(self) -> float:
         """Mean log loss of the window (0.0 when empty)."""
         return float(self._log_loss.get())

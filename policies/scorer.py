@@ -214,7 +214,8 @@ class Trainer:
     ``quality`` (what the gate reads) covers the examples the model learns: installments
     issued while the account was current. ``segments`` judges the same scores per segment
     (:data:`SEGMENTS`), the arrears-at-issue ones included, which are scored but never learnt;
-    they restart empty with the trainer (the snapshot keeps only the gate's quality).
+    the snapshot carries their summaries (every worker exports them on ``/metrics``) and their
+    state (a restarted trainer resumes them).
     """
 
     __slots__ = ("labels_offset", "model", "quality", "segments")
@@ -256,9 +257,16 @@ class Trainer:
     def summary(self) -> QualitySummary:
         return QualitySummary.of(self.quality)
 
+    def segment_summaries(self) -> dict[str, dict[str, Any]]:
+        """Each segment's quality summary; an undefined ROC AUC or log loss (no labels yet,
+        or one class only) is ``None``: a gap, not a figure."""
+        return {name: {"n": q.n, "roc_auc": q.roc_auc if q.auc_defined else None,
+                       "log_loss": q.log_loss if q.n else None, "in_drift": q.in_drift}
+                for name, q in self.segments.items()}
+
     def snapshot(self, key: bytes, created_ts: int) -> bytes:
-        """A signed snapshot: the model, the quality summary workers gate on, and the quality
-        state a restarted trainer resumes from."""
+        """A signed snapshot: the model, the quality summary workers gate on, the segments'
+        summaries, and the quality states a restarted trainer resumes from."""
         meta = {
             "version": self.model.version,
             "n_learned": self.model.n_learned,
@@ -267,18 +275,26 @@ class Trainer:
             "kind": self.model.kind,
             "quality": self.summary().to_dict(),
             "quality_state": self.quality.to_state(),
+            "segments": self.segment_summaries(),
+            "segments_state": {name: q.to_state() for name, q in self.segments.items()},
         }
         return sign_snapshot(self.model.to_state(), key=key, meta=meta)
 
     @classmethod
     def restore(cls, snap: Snapshot) -> Trainer:
         """The trainer that published ``snap`` (verify it first); learning resumes after
-        ``snap.labels_offset``. A snapshot without quality state restarts the quality window."""
+        ``snap.labels_offset``. A snapshot without quality state (or without a segment's)
+        restarts that quality window."""
         model = RiskModel.from_state(snap.model_state)
         t = cls(model.kind, model.seed)
         t.model = model
         qstate = snap.meta.get("quality_state")
         if isinstance(qstate, Mapping):
             t.quality = Quality.from_state(qstate)
+        sstates = snap.meta.get("segments_state")
+        if isinstance(sstates, Mapping):
+            for name, state in sstates.items():
+                if name in t.segments and isinstance(state, Mapping):
+                    t.segments[name] = Quality.from_state(state)
         t.labels_offset = snap.labels_offset
         return t

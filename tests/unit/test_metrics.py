@@ -49,6 +49,8 @@ EXPECTED: dict[str, tuple[type[Series], str, tuple[str, ...]]] = {
     "model_info": (Gauge, "limitstream_model_info", ("version", "source")),
     "model_roc_auc": (Gauge, "limitstream_model_roc_auc", ()),
     "model_log_loss": (Gauge, "limitstream_model_log_loss", ()),
+    "model_segment_roc_auc": (Gauge, "limitstream_model_segment_roc_auc", ("segment",)),
+    "model_segment_labels": (Gauge, "limitstream_model_segment_labels", ("segment",)),
     "drift_detections": (Counter, "limitstream_model_drift_detections_total", ()),
     "snapshots_loaded": (Counter, "limitstream_model_snapshots_loaded_total", ()),
     "snapshots_refused": (Counter, "limitstream_model_snapshots_refused_total", ("reason",)),

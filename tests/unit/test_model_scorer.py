@@ -207,3 +207,25 @@ def test_untrained_model_installed_is_cold() -> None:
     s = Scorer(Gate(min_labels=0, min_auc=0.0, max_log_loss=10.0), rules)
     s.install(RiskModel(), GOOD)
     assert s.risk({}).fallback_reason == MODEL_COLD
+
+
+def test_segments_travel_in_the_snapshot_and_resume(stream: Data) -> None:
+    """Each segment's quality is in the snapshot: summarised for every worker's /metrics (an
+    undefined AUC is None, a gap) and as state, so a restarted trainer judges on."""
+    xs, y = stream
+    a = Trainer("logistic")
+    for i in range(600):
+        a.learn(xs[i], y[i], offset=i, segment="current_thin" if i % 3 else "arrears")
+    snap = verify_snapshot(a.snapshot(KEY, created_ts=1), key=KEY)
+    segments = snap.meta["segments"]
+    assert segments["current_thin"]["n"] == 400 and segments["arrears"]["n"] == 200
+    assert segments["current_thin"]["roc_auc"] == a.segments["current_thin"].roc_auc
+    # No label of this segment yet: no AUC, not 0.
+    assert segments["current_established"] == {"n": 0, "roc_auc": None, "log_loss": None,
+                                               "in_drift": False}
+    b = Trainer.restore(snap)
+    assert {k: q.n for k, q in b.segments.items()} == {k: q.n for k, q in a.segments.items()}
+    for i in range(600, 700):
+        assert a.learn(xs[i], y[i], offset=i, segment="current_thin")
+        assert b.learn(xs[i], y[i], offset=i, segment="current_thin")
+    assert b.segments["current_thin"].roc_auc == a.segments["current_thin"].roc_auc

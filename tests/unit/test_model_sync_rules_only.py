@@ -4,6 +4,7 @@ rules; its trainer then learns label after label without logging anything more."
 from __future__ import annotations
 
 import logging
+import math
 import random
 
 import pytest
@@ -13,6 +14,7 @@ from agents.metrics import Metrics
 from agents.model_sync import ModelSync
 from policies.engine_factory import engine_for
 from policies.scorer import Trainer
+from policies.snapshot import record_key
 from policies.spec import load_policy
 from streams.app import create_app
 from streams.settings import Settings
@@ -21,10 +23,10 @@ from streams.settings import Settings
 LABELS = 600
 
 
-def build(settings: Settings) -> ModelSync:
+def build(settings: Settings, registry: CollectorRegistry | None = None) -> ModelSync:
     app = create_app(settings)
     _, scorer = engine_for(load_policy(settings.policy_file), settings)
-    return ModelSync(app, settings, scorer, Metrics.create(CollectorRegistry()))
+    return ModelSync(app, settings, scorer, Metrics.create(registry or CollectorRegistry()))
 
 
 def label(rng: random.Random) -> bytes:
@@ -72,3 +74,33 @@ async def test_the_trainer_learns_each_label_in_the_segment_the_engine_gave_it()
         await sync._learn_one(trainer, b'{"x": %s, "label": 0%s}' % (x, seg), offset)
     assert trainer.segments["current_thin"].n == 1
     assert trainer.segments["current_established"].n == 2
+
+
+def test_a_served_snapshot_exports_each_segments_quality() -> None:
+    """The served model's quality per label segment is on every worker's /metrics; a segment
+    without an AUC yet reads NaN (a gap), not 0."""
+    key = "a-key-of-at-least-16-bytes"
+    registry = CollectorRegistry()
+    sync = build(Settings.from_env({"LIMITSTREAM_BROKER": "kafka://127.0.0.1:1",
+                                    "LIMITSTREAM_MODEL_HMAC_KEY": key}), registry)
+    trainer = Trainer(sync.model_kind)
+    rng = random.Random(5)
+    for offset in range(LABELS):
+        late = rng.random() < 0.2
+        trainer.learn({"late_count_12": float(late), "utilization": rng.random()}, int(late),
+                      offset, segment="current_established" if offset % 4 else "arrears")
+    raw = trainer.snapshot(key.encode(), created_ts=1)
+    assert sync.offer(raw, record_key(trainer.labels_offset))
+
+    def value(name: str, segment: str) -> float:
+        for family in registry.collect():
+            for s in family.samples:
+                if s.name == name and s.labels == {"segment": segment}:
+                    return float(s.value)
+        raise AssertionError(f"{name}{{segment={segment!r}}} not exported")
+
+    auc = value("limitstream_model_segment_roc_auc", "current_established")
+    assert auc == trainer.segments["current_established"].roc_auc and 0.5 < auc <= 1.0
+    assert value("limitstream_model_segment_labels", "arrears") == LABELS // 4
+    assert math.isnan(value("limitstream_model_segment_roc_auc", "current_thin"))
+    assert value("limitstream_model_segment_labels", "current_thin") == 0
