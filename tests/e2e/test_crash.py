@@ -164,9 +164,12 @@ def test_crash_mid_stream_loses_nothing_and_states_equal_the_fold(crash: CrashRu
           f"{crash.committed_at_kill} committed; the restarted worker dropped "
           f"{crash.replayed:.0f} redelivered records as already applied; "
           f"run {crash.seconds:.1f} s")
-    # The kill really was mid-stream, and the restart had records to redeliver.
+    # The kill really was mid-stream, and it left records applied but not committed: the
+    # restarted worker had them redelivered, and found them already in the states. (The
+    # committed offsets read after the kill cannot show it: they count dead letters too, and
+    # the worker applied and committed on between the count above and the kill.)
     assert 0.25 * crash.total < crash.processed_at_kill < 0.75 * crash.total
-    assert crash.committed_at_kill < crash.processed_at_kill
+    assert crash.replayed > 0, "the restarted worker had nothing redelivered to drop"
     assert_views_exact(crash.worker, crash.expected, crash.env)
     assert_commits_safe(crash.env)
     assert metric(crash.worker, "limitstream_duplicates_total", cause="event_id") == 0
