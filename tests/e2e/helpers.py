@@ -475,6 +475,14 @@ def changelog_story(env: dict[str, str], uids: Iterable[str]) -> str:
     return "; ".join(f"{uid}: [{', '.join(lines)}]" for uid, lines in sorted(story.items()))
 
 
+def dead_letter_report(env: dict[str, str]) -> str:
+    """The dead letters the group wrote, by error code (a valid record that a transient
+    failure made fail every time is dead-lettered as ``processing_failed``)."""
+    codes = Counter(str((r["value"] or {}).get("error", {}).get("code"))
+                    for r in read_outputs(env, ["dead-letter"])["dead-letter"])
+    return f"dead letters by code: {dict(sorted(codes.items()))}"
+
+
 def assert_views_exact(worker: WorkerProcess, expected: Fold, env: dict[str, str]) -> None:
     """Every user's ``GET /users/{id}`` (from ``worker``, routed to the owner) is the fold's
     view, and counts every one of the user's valid events: nothing lost, nothing twice.
@@ -493,7 +501,8 @@ def assert_views_exact(worker: WorkerProcess, expected: Fold, env: dict[str, str
     assert not miscounted, (
         f"{len(miscounted)} users miscounted (events applied, in the log): "
         f"{sorted(miscounted.items())[:20]}; changelog: "
-        f"{changelog_story(env, sorted(miscounted)[:3])}; {offset_report(env)}")
+        f"{changelog_story(env, sorted(miscounted)[:3])}; {dead_letter_report(env)}; "
+        f"{offset_report(env)}")
     assert not wrong, f"{len(wrong)} users differ from the fold, e.g. {wrong[:5]}"
 
 
