@@ -483,6 +483,19 @@ def dead_letter_report(env: dict[str, str]) -> str:
     return f"dead letters by code: {dict(sorted(codes.items()))}"
 
 
+def worker_warnings(env: dict[str, str], lines: int = 30) -> str:
+    """The last warnings and errors of every worker log beside the offset trace (the test's
+    directory), one block per log."""
+    trace = env.get("LIMITSTREAM_OFFSET_TRACE", "")
+    blocks = []
+    for path in sorted(Path(trace).parent.glob("worker-*.log")) if trace else []:
+        found = [line for line in path.read_text(errors="replace").splitlines()
+                 if "WARNING" in line or "ERROR" in line]
+        blocks.append(f"\n--- {path.name}: {len(found)} warnings/errors, the last "
+                      f"{min(lines, len(found))} ---\n" + "\n".join(found[-lines:]))
+    return "".join(blocks)
+
+
 def assert_views_exact(worker: WorkerProcess, expected: Fold, env: dict[str, str]) -> None:
     """Every user's ``GET /users/{id}`` (from ``worker``, routed to the owner) is the fold's
     view, and counts every one of the user's valid events: nothing lost, nothing twice.
@@ -502,7 +515,7 @@ def assert_views_exact(worker: WorkerProcess, expected: Fold, env: dict[str, str
         f"{len(miscounted)} users miscounted (events applied, in the log): "
         f"{sorted(miscounted.items())[:20]}; changelog: "
         f"{changelog_story(env, sorted(miscounted)[:3])}; {dead_letter_report(env)}; "
-        f"{offset_report(env)}")
+        f"{offset_report(env)}{worker_warnings(env)}")
     assert not wrong, f"{len(wrong)} users differ from the fold, e.g. {wrong[:5]}"
 
 
