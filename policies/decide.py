@@ -50,7 +50,8 @@ Semantics fixed here (and in docs/reason-codes.md):
   scores summing to ``hold.burst_score``), one very anomalous spend, or a day's spend of
   ``hold.day_spend_share`` of the limit (``hold.new_account_day_spend_share`` in the first
   ``hold.new_account_days``) at ``hold.day_spend_velocity`` times the user's own
-  daily rate (a line drawn down at once: bust-out or takeover)
+  daily rate, over at least ``hold.day_spend_min_count`` spends (a line drawn down at once:
+  bust-out or takeover; one or two big-ticket purchases are judged by their anomaly score)
   holds the line at once:
   available credit 0, the limit kept, until an operator's ``unfreeze`` or
   ``hold.review_days`` (released at the first event after it). An arrears of
@@ -383,7 +384,8 @@ def _hold_reasons(ctx: _Ctx, p: Policy, *, arrears: bool) -> tuple[list[str], in
     if ctx.anomaly >= h.anomaly_single:
         anomaly.append("SEVERE_ANOMALY")
     if (ctx.day_spend_share >= ctx.hold_day_share and not ctx.recently_cut
-            and ctx.x["spend_velocity_24h"] >= h.day_spend_velocity):
+            and ctx.x["spend_velocity_24h"] >= h.day_spend_velocity
+            and ctx.x["spend_count_24h"] >= h.day_spend_min_count):
         anomaly.append("LINE_DRAWN_IN_A_DAY")
     if anomaly:
         return anomaly, ctx.now + h.review_days * DAY_MS

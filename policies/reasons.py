@@ -97,7 +97,8 @@ _CODES: Final[tuple[ReasonCode, ...]] = (
     ReasonCode("LINE_DRAWN_IN_A_DAY", "review_hold", "Most of your limit was spent within a "
                "day; please confirm these payments with us.",
                "The last 24 hours' spend reached hold.day_spend_share of the limit, at "
-               "hold.day_spend_velocity times the user's daily rate or more."),
+               "hold.day_spend_velocity times the user's daily rate or more, over at least "
+               "hold.day_spend_min_count spends."),
     ReasonCode("ARREARS_HOLD", "review_hold", "A repayment is overdue; your card can be used "
                "again once it is paid.", "An installment hold.arrears_dpd days past due is "
                "unpaid: available credit held until the arrears are cleared."),

@@ -142,6 +142,9 @@ class HoldSpec:
     burst_score: float = _f(gt=0.0, le=100.0)  #: the last hour's anomaly scores summing to this
     day_spend_share: float = _f(gt=0.0, le=10.0)  #: 24 h spend reaching this share of the limit
     day_spend_velocity: float = _f(ge=0.0, le=30.0)  #: ... at this multiple of the daily rate
+    #: ... spread over at least this many spends in the 24 hours (one or two big-ticket
+    #: purchases are judged by their own anomaly score, not as a line drawn down).
+    day_spend_min_count: int = _f(ge=1, le=10_000)
     #: An account opened less than this long ago is held at ``new_account_day_spend_share``:
     #: it has no history to judge a big day against (bust-out: a new line drawn in a day or two).
     new_account_days: int = _f(ge=0, le=3650)

@@ -321,7 +321,8 @@ def test_no_slow_cut_soon_after_a_raise_without_new_evidence() -> None:
 @pytest.mark.parametrize(("kw", "reason"), [
     ({"anomaly": 0.95}, "SEVERE_ANOMALY"),
     ({"anomaly_burst_1h": 1.3}, "SPENDING_BURST"),
-    ({"spend_sum_24h": 200_000, "spend_velocity_24h": 12}, "LINE_DRAWN_IN_A_DAY"),
+    ({"spend_sum_24h": 200_000, "spend_velocity_24h": 12, "spend_count_24h": 6},
+     "LINE_DRAWN_IN_A_DAY"),
 ])
 def test_an_anomaly_holds_the_line_until_the_timeout(kw: dict[str, Any], reason: str) -> None:
     acc, d = step(account(0), obs(tx(100), **kw))
@@ -377,7 +378,7 @@ def test_the_ladder_restores_the_limit_before_the_episode_cuts() -> None:
 def test_a_new_account_is_held_at_a_smaller_share_of_its_line_drawn_in_a_day() -> None:
     # 55 % of the line in 24 hours at 12 times the own daily rate: held on an account opened
     # 30 days ago (a bust-out draws a new line over a day or two), not on an old one (60 %).
-    day = {**GOOD, "spend_sum_24h": 550_000, "spend_velocity_24h": 12.0}
+    day = {**GOOD, "spend_sum_24h": 550_000, "spend_velocity_24h": 12.0, "spend_count_24h": 6}
     young, d = step(account(70, limit=1_000_000, opened_ts=at(70)), obs(tx(100), **day))
     assert (d.action, d.reasons, young.status) == (Action.HOLD_LINE, ("LINE_DRAWN_IN_A_DAY",),
                                                    Status.HOLD_FOR_REVIEW)
@@ -390,6 +391,21 @@ def test_a_new_account_is_held_at_a_smaller_share_of_its_line_drawn_in_a_day() -
         acc = account(opened_day, limit=1_000_000, opened_ts=at(opened_day),
                       last_review_ts=at(99))
         assert is_decision_point(acc, tx(100, 50_000), None, POLICY, f) is point
+
+
+@pytest.mark.parametrize("opened_day", [70, 0])  # inside and beyond hold.new_account_days
+def test_a_line_drawn_by_a_few_big_ticket_purchases_is_not_held(opened_day: int) -> None:
+    # 70 % of the line in 24 hours at 20 times the own daily rate: held when spread over as
+    # many spends as hold.day_spend_min_count (a bust-out, a takeover), not when one to three
+    # big-ticket purchases drew it (judged by their own anomaly score instead).
+    n = POLICY.hold.day_spend_min_count
+    day = {**GOOD, "spend_sum_24h": 700_000, "spend_velocity_24h": 20.0}
+    acc = account(opened_day, limit=1_000_000, opened_ts=at(opened_day))
+    for count in range(1, n):
+        new, d = step(acc, obs(tx(100), **day, spend_count_24h=count))
+        assert d.action is not Action.HOLD_LINE and new.status is Status.ACTIVE, count
+    _, d = step(acc, obs(tx(100), **day, spend_count_24h=n))
+    assert (d.action, d.reasons) == (Action.HOLD_LINE, ("LINE_DRAWN_IN_A_DAY",))
 
 
 def test_a_cut_in_a_delinquency_episode_comes_back_once_cured() -> None:
