@@ -70,6 +70,9 @@ class ModelSync:
         app.agent(self.labels, name="trainer")(self._train)
         app.task(self._follow)
         self.metrics.set_model(scorer.model.version if scorer.model else "untrained", "rules")
+        # Every segment's series exists from the start: no snapshot yet reads as no labels
+        # and an undefined AUC, not as a missing series.
+        self.export_segments({name: {"n": 0, "roc_auc": None} for name in SEGMENTS})
         if not self.key:
             # Said once, here: the trainer still learns (its quality figures stay on the
             # metrics) but publishes nothing, and no snapshot can be verified, so every

@@ -83,6 +83,16 @@ def test_a_served_snapshot_exports_each_segments_quality() -> None:
     registry = CollectorRegistry()
     sync = build(Settings.from_env({"LIMITSTREAM_BROKER": "kafka://127.0.0.1:1",
                                     "LIMITSTREAM_MODEL_HMAC_KEY": key}), registry)
+    def value(name: str, segment: str) -> float:
+        for family in registry.collect():
+            for s in family.samples:
+                if s.name == name and s.labels == {"segment": segment}:
+                    return float(s.value)
+        raise AssertionError(f"{name}{{segment={segment!r}}} not exported")
+
+    # Before any snapshot: every segment's series, with no labels and no AUC.
+    assert value("limitstream_model_segment_labels", "arrears") == 0
+    assert math.isnan(value("limitstream_model_segment_roc_auc", "current_established"))
     trainer = Trainer(sync.model_kind)
     rng = random.Random(5)
     for offset in range(LABELS):
@@ -91,13 +101,6 @@ def test_a_served_snapshot_exports_each_segments_quality() -> None:
                       offset, segment="current_established" if offset % 4 else "arrears")
     raw = trainer.snapshot(key.encode(), created_ts=1)
     assert sync.offer(raw, record_key(trainer.labels_offset))
-
-    def value(name: str, segment: str) -> float:
-        for family in registry.collect():
-            for s in family.samples:
-                if s.name == name and s.labels == {"segment": segment}:
-                    return float(s.value)
-        raise AssertionError(f"{name}{{segment={segment!r}}} not exported")
 
     auc = value("limitstream_model_segment_roc_auc", "current_established")
     assert auc == trainer.segments["current_established"].roc_auc and 0.5 < auc <= 1.0
