@@ -69,7 +69,6 @@ class InProcessLearning:
             "prequential_log_loss": q.log_loss,
             "drift_detections": q.drift_detected_count,
             "calibration": list(calibration),
-            "segments": {name: {"n": s.n, "roc_auc": s.roc_auc if s.n else None,
-                                "log_loss": s.log_loss if s.n else None}
-                         for name, s in self.trainer.segments.items()},
+            # As the worker's /metrics read them: an undefined AUC is None, a gap.
+            "segments": self.trainer.segment_summaries(),
         }
