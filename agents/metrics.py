@@ -332,7 +332,9 @@ class Metrics:
     model_roc_auc: Gauge
     #: Rolling log loss of the served model.
     model_log_loss: Gauge
+    #: Rolling ROC AUC of the served model per label segment (NaN: undefined).
     model_segment_roc_auc: Gauge
+    #: Labels the served model's trainer scored per label segment.
     model_segment_labels: Gauge
     #: Times the drift detector fired.
     drift_detections: Counter
