@@ -203,29 +203,47 @@ def publish_phase(env: dict[str, str], records: list[LogRecord], produced: Count
     wait_committed(env, produced, timeout=timeout)
 
 
+#: A held feed's trickle: records per publish, and their rate (records/s).
+TRICKLE, TRICKLE_RATE = 10, 10.0
+
+
 class Feed(threading.Thread):
     """Publishes phases from a background thread, waiting for the group's commits after each.
 
     ``rates`` gives a phase's publishing rate (records/s; a slow phase keeps the stream live
     while a test kills and restarts workers). ``started[i]`` is set when phase i begins.
-    :meth:`finish` joins and re-raises what went wrong in the thread.
+    With ``hold``, the phases from ``hold_from`` on trickle (:data:`TRICKLE` records at a
+    time, at :data:`TRICKLE_RATE`) until ``hold`` is set: a test's disturbances
+    that run late on a loaded machine still find records streaming, and the rest goes at
+    its rate once they are done. :meth:`finish` joins and re-raises what went wrong in the
+    thread.
     """
 
     def __init__(self, env: dict[str, str], phases: list[list[LogRecord]],
-                 rates: dict[int, float] | None = None, timeout: float = 120.0) -> None:
+                 rates: dict[int, float] | None = None, timeout: float = 120.0,
+                 hold: threading.Event | None = None, hold_from: int = 0) -> None:
         super().__init__(daemon=True)
         self.env = env
         self.phases = phases
         self.rates = rates or {}
         self.timeout = timeout
+        self.hold = hold
+        self.hold_from = hold_from
         self.started = [threading.Event() for _ in phases]
         self.error: BaseException | None = None
+
+    def held(self, phase: int) -> bool:
+        return self.hold is not None and phase >= self.hold_from and not self.hold.is_set()
 
     def run(self) -> None:
         produced: Counter[str] = Counter()
         try:
             for i, recs in enumerate(self.phases):
                 self.started[i].set()
+                while recs and self.held(i):
+                    head, recs = recs[:TRICKLE], recs[TRICKLE:]
+                    publish_at(self.env, head, TRICKLE_RATE)
+                    produced.update(r.topic for r in head)
                 publish_phase(self.env, recs, produced, self.rates.get(i, 0.0), self.timeout)
         except BaseException as exc:  # handed to the test thread by finish()
             self.error = exc
