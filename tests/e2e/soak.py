@@ -293,22 +293,27 @@ def disturb(kind: str, group: Group, rng: random.Random) -> bool:
             victim.stop()
         group.start(slot)
         return True
-    # Every worker that applies records is armed at once, and the first to reach the window
-    # dies there (the others are disarmed): armed one after another, 30 s each, two soaks
-    # side by side missed the window in 3 runs of 10 (a worker whose partitions had no set
-    # with outputs during its turn), a single soak in none of 23.
-    slots = serving(group)
-    for slot in slots:
-        group.arm(slot).touch()
-    deadline = time.monotonic() + WINDOW_KILL_WAIT_S
+    # Every worker that applies records is armed, and the first to reach the window dies there
+    # (the others are disarmed): armed one after another, 30 s each, two soaks side by side
+    # missed the window in 3 runs of 10 (a worker whose partitions had no set with outputs
+    # during its turn). A worker that starts serving during the wait (the group may still be
+    # rebalancing after the disturbance before: nobody serves then) is armed when it does.
+    armed: list[int] = []
     dead: list[int] = []
+    deadline = time.monotonic() + WINDOW_KILL_WAIT_S
     while not dead and time.monotonic() < deadline:
-        time.sleep(0.05)
-        dead = [slot for slot in slots if not group.live[slot].alive()]
-    for slot in slots:
+        for slot in serving(group):
+            if slot not in armed:
+                group.arm(slot).touch()
+                armed.append(slot)
+        pause = time.monotonic() + 1.0
+        while not dead and time.monotonic() < pause:
+            time.sleep(0.05)
+            dead = [slot for slot in armed if not group.live[slot].alive()]
+    for slot in armed:
         group.arm(slot).unlink(missing_ok=True)
     time.sleep(0.5)  # another armed worker may have been in its window as the arms went
-    dead = [slot for slot in slots if not group.live[slot].alive()]
+    dead = [slot for slot in armed if not group.live[slot].alive()]
     if not dead:
         return False
     # Only the window kill removes its own arm file; a worker that died otherwise (none is
