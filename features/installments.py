@@ -219,6 +219,61 @@ def paid_due_ratio(state: FeatureState, now_ts: int) -> float:
     return paid / due if due > 0 else 1.0
 
 
+def payment_behaviour(state: FeatureState, now_ts: int, cap: float) -> tuple[float, int]:
+    """(payment ratio, minimum payments) over the :data:`RATIO_LAST` installments with the
+    latest due dates at or before ``now_ts``, the behavioural score's view of how a customer
+    repays rather than whether:
+
+    * the payment ratio is paid / due with payments *not* capped at the amount due: a
+      transactor who clears the statement balance shows the balance's multiple of the
+      minimum, a revolver a little above 1, a minimum payer exactly 1, a short payer below
+      it; capped at ``cap``, 1.0 when there are none;
+    * minimum payments counts those paid exactly their amount due, no more: a minimum payer
+      whose balance keeps climbing is the over-indebted drift that ends in default.
+
+    Examples
+    --------
+    >>> from features.state import new_state
+    >>> s = new_state()
+    >>> for i, (due, paid) in enumerate(((1000, 1000), (1000, 5000), (2000, 2000))):
+    ...     on_due(s, InstallmentDue(f"d{i}", "u", 0, f"i{i}", due, (i + 1) * DAY_MS, "CNY"))
+    ...     _ = on_paid(s, InstallmentPaid(f"p{i}", "u", (i + 1) * DAY_MS, f"i{i}", paid, "CNY"))
+    >>> payment_behaviour(s, 3 * DAY_MS, 10.0), payment_behaviour(new_state(), 0, 10.0)
+    ((2.0, 2), (1.0, 0))
+    """
+    items = [(r[I_DUE_TS], k, r) for k, r in state.installments.items() if r[I_DUE_TS] <= now_ts]
+    if not items:
+        return 1.0, 0
+    items.sort(reverse=True)  # latest due first; the key breaks ties independently of order
+    recs = [r for _, _, r in items[:RATIO_LAST]]
+    due = sum(r[I_DUE] for r in recs)
+    paid = sum(r[I_PAID] for r in recs)
+    ratio = min(cap, paid / due) if due > 0 else 1.0
+    return ratio, sum(1 for r in recs if r[I_PAID] == r[I_DUE] > 0)
+
+
+def amount_due_trend(state: FeatureState, cap: float) -> float:
+    """The amount due of the latest installment issued / that of the installment issued
+    :data:`RATIO_LAST` statements before it (by due date): a minimum due is a share of the
+    statement balance, so this is how the balance carried moved over about a quarter.
+    1.0 with fewer than ``RATIO_LAST + 1`` installments; capped at ``cap``.
+
+    Examples
+    --------
+    >>> from features.state import new_state
+    >>> s = new_state()
+    >>> for i, due in enumerate((1000, 1200, 1500, 2500)):
+    ...     on_due(s, InstallmentDue(f"d{i}", "u", 0, f"i{i}", due, (i + 1) * DAY_MS, "CNY"))
+    >>> amount_due_trend(s, 10.0), amount_due_trend(new_state(), 10.0)
+    (2.5, 1.0)
+    """
+    dues = sorted((r[I_DUE_TS], k, r[I_DUE]) for k, r in state.installments.items())
+    if len(dues) <= RATIO_LAST:
+        return 1.0
+    before = dues[-1 - RATIO_LAST][2]
+    return min(cap, dues[-1][2] / before) if before > 0 else cap
+
+
 def monthly_obligation(state: FeatureState, now_ts: int) -> int:
     """The line's monthly debt service: the mean amount due of the :data:`RATIO_LAST`
     installments with the latest due dates within 30 days of ``now_ts`` (statements are

@@ -39,7 +39,10 @@ from typing import Any, Final
 
 from features.windows import DAY_MS, HOUR_MS, MINUTE_MS
 
-#: Format version written by :func:`to_dict`; :func:`from_dict` refuses any other.
+#: Format version written by :func:`to_dict`; :func:`from_dict` refuses any other. Fields
+#: added within a version are optional keys: a state stored before one was added decodes with
+#: the field at its default (``lp``, the previous liabilities report, came this way), and an
+#: older reader skips it.
 STATE_VERSION: Final = 1
 
 # Field positions inside a day bucket (``FeatureState.days`` values and ``totals``).
@@ -88,6 +91,9 @@ class FeatureState:
     income_ts: int = 0
     liabilities: int = 0  #: latest monthly debt service elsewhere
     liabilities_ts: int = 0
+    #: the report before the latest (by event time): what ``liabilities_trend`` compares with
+    prev_liabilities: int = 0
+    prev_liabilities_ts: int = 0
     ontime_ts: int = 0  #: latest installment paid in full by its due date
     missed_ts: int = 0  #: latest late full payment or overdue notice
     too_late: int = 0  #: events dropped from their window: older than its retention horizon
@@ -201,6 +207,7 @@ def to_dict(state: FeatureState) -> dict[str, Any]:
             out[key] = value
     pairs = (
         ("in", s.income, s.income_ts), ("li", s.liabilities, s.liabilities_ts),
+        ("lp", s.prev_liabilities, s.prev_liabilities_ts),
         ("r", s.ontime_ts, s.missed_ts), ("a", s.anomaly, s.anomaly_ts),
     )
     for key, a, b in pairs:
@@ -258,6 +265,7 @@ def from_dict(d: Mapping[str, Any]) -> FeatureState:
     )
     s.income, s.income_ts = d.get("in", (0, 0))
     s.liabilities, s.liabilities_ts = d.get("li", (0, 0))
+    s.prev_liabilities, s.prev_liabilities_ts = d.get("lp", (0, 0))
     s.ontime_ts, s.missed_ts = d.get("r", (0, 0))
     s.anomaly, s.anomaly_ts = d.get("a", (0, 0))
     s.minutes = _unflat(d.get("m", []), nm, 3)

@@ -19,7 +19,8 @@ What each event does:
 * ``due`` / ``paid`` / ``overdue``: see :mod:`features.installments`; ``paid`` also lowers
   the balance (never below 0), whether or not the installment is known.
 * ``opened``: opening time, and ``declared_income`` as the initial monthly income.
-* ``income_reported`` / ``liabilities_reported``: the latest by event time wins.
+* ``income_reported`` / ``liabilities_reported``: the latest by event time wins; the
+  liabilities report it replaced is kept as the previous one (the trend's baseline).
 * ``closed`` and limit commands: only advance event time (the windows' horizon).
 
 Examples
@@ -288,6 +289,21 @@ def _spend(state: FeatureState, ev: Transaction, limit: int, cfg: FeatureConfig)
     return Update(state, None, units / SCALE)
 
 
+def _report_liabilities(state: FeatureState, amount: int, ts: int) -> None:
+    # The latest report by event time wins, and the one it replaced is kept for the trend; a
+    # report between the two (arriving late) becomes the previous one; a report at the same
+    # time as the latest restates it.
+    if ts > state.liabilities_ts:
+        if state.liabilities_ts:
+            state.prev_liabilities = state.liabilities
+            state.prev_liabilities_ts = state.liabilities_ts
+        state.liabilities, state.liabilities_ts = amount, ts
+    elif ts == state.liabilities_ts:
+        state.liabilities = amount
+    elif ts >= state.prev_liabilities_ts:
+        state.prev_liabilities, state.prev_liabilities_ts = amount, ts
+
+
 def update(state: FeatureState, event: InputEvent, limit: int, cfg: FeatureConfig) -> Update:
     """Apply ``event`` to ``state`` (consumed: mutated in place and returned in the result).
 
@@ -350,6 +366,6 @@ def update(state: FeatureState, event: InputEvent, limit: int, cfg: FeatureConfi
     elif isinstance(event, IncomeReported):
         if ts >= state.income_ts:
             state.income, state.income_ts = event.monthly_income, ts
-    elif isinstance(event, LiabilitiesReported) and ts >= state.liabilities_ts:
-        state.liabilities, state.liabilities_ts = event.monthly_liabilities, ts
+    elif isinstance(event, LiabilitiesReported):
+        _report_liabilities(state, event.monthly_liabilities, ts)
     return Update(state, outcome, None)

@@ -22,6 +22,11 @@ whose denominator is 0, or that could explode, are defined and capped at :data:`
   statement cycles, so it does not swing from "all paid" after a payment to "all due" at the
   next statement (which made raises and cuts alternate). 0 when nothing is owed,
   :data:`RATIO_CAP` when something is owed and income is 0.
+* ``liabilities_trend``: the latest liabilities report / the report before it (by event
+  time), however far apart: debt elsewhere rising report after report is how an
+  over-indebted customer drifts towards default. 1.0 (flat) before a second report or when
+  the two are equal (both 0 included); :data:`RATIO_CAP` when debt appears where there was
+  none.
 * ``utilization``: balance / ``limit`` (capped at 10, also for a 0 limit with a balance);
   ``utilization_peak_30d``: the largest utilization over the 30 d window, now included
   (per day: before and after each balance change or :func:`~features.update.observe_limit`).
@@ -30,6 +35,15 @@ whose denominator is 0, or that could explode, are defined and capped at :data:`
   (:mod:`features.installments`); ``paid_due_ratio_3``: see
   :func:`~features.installments.paid_due_ratio`; ``overdue_amount``: unpaid amount of
   installments whose ``due_ts`` < ``now_ts``.
+* ``payment_ratio_3`` / ``min_payments_3``: how the customer repays, over the same 3
+  installments as ``paid_due_ratio_3`` (:func:`~features.installments.payment_behaviour`):
+  paid / due with payments *not* capped at the amount due (a transactor clearing the
+  statement balance reads its multiple of the minimum, a minimum payer 1.0; capped at
+  :data:`RATIO_CAP`; 1.0 when none is due), and how many were paid exactly their amount due.
+* ``amount_due_trend``: the latest statement's amount due / the one 3 statements before
+  (:func:`~features.installments.amount_due_trend`): a minimum due is a share of the
+  balance, so a balance carried and growing reads above 1. 1.0 with fewer than 4 statements;
+  capped at :data:`RATIO_CAP`.
 * ``max_dpd_90d``: the largest days past due of an overdue notice or a late full payment in
   the 90 d window.
 * ``days_since_ontime`` / ``days_since_missed``: whole days since the latest full payment by
@@ -56,8 +70,10 @@ from typing import Final
 
 from features.anomaly import SCALE
 from features.installments import (
+    amount_due_trend,
     monthly_obligation,
     paid_due_ratio,
+    payment_behaviour,
     repayment_counts,
     unpaid_due_by,
 )
@@ -213,6 +229,10 @@ def vector(state: FeatureState, now_ts: int, limit: int) -> dict[str, float]:
 
     out["income_monthly"] = float(s.income)
     out["liabilities_monthly"] = float(s.liabilities)
+    if s.prev_liabilities_ts == 0 or s.liabilities == s.prev_liabilities:
+        out["liabilities_trend"] = 1.0
+    else:
+        out["liabilities_trend"] = _ratio(s.liabilities, s.prev_liabilities)
     out["debt_to_income"] = _ratio(s.liabilities + monthly_obligation(s, now_ts), s.income)
     out["balance"] = float(s.balance)
     util_now = utilization_bp(s.balance, limit) / BP if limit <= 0 else min(
@@ -232,6 +252,10 @@ def vector(state: FeatureState, now_ts: int, limit: int) -> dict[str, float]:
     out["days_since_ontime"] = _days_since(s.ontime_ts, now_ts)
     out["days_since_missed"] = _days_since(s.missed_ts, now_ts)
     out["paid_due_ratio_3"] = paid_due_ratio(s, now_ts)
+    ratio, minimum = payment_behaviour(s, now_ts, RATIO_CAP)
+    out["payment_ratio_3"] = ratio
+    out["min_payments_3"] = float(minimum)
+    out["amount_due_trend"] = amount_due_trend(s, RATIO_CAP)
     out["overdue_amount"] = float(unpaid_due_by(s, now_ts, strict=True))
     out["days_since_open"] = float(max(0, (now_ts - start) // DAY_MS))
     out["anomaly_score"] = s.anomaly / SCALE

@@ -29,7 +29,7 @@ from typing import Any, Final
 import orjson
 
 import features as feat
-from features.names import FEATURE_NAMES
+from features.names import FEATURE_NAMES, FEATURE_SET
 from features.outcome import Outcome
 from features.windows import DAY_MS
 from policies.account import Account, Status, new_account
@@ -108,6 +108,9 @@ class UserState:
             "p": {k: p.to_list() for k, p in self.pending.items()},
             "n": self.features_applied,
             "t": self.last_ts,
+            # The pending vectors' feature set (only with some): a state stored by a code with
+            # other features has vectors whose values another list of names describes.
+            **({"fs": FEATURE_SET} if self.pending else {}),
         }
 
     def encode(self) -> bytes:
@@ -129,7 +132,11 @@ class UserState:
             version=d["v"],
             offsets={k: list(v) for k, v in d["o"].items()},
             recent_ids=dict((r, "") if isinstance(r, str) else (r[0], r[1]) for r in d["r"]),
-            pending={k: Pending(v[0], list(v[1])) for k, v in d["p"].items()},
+            # Vectors of another feature set (or of a state stored before sets were named) are
+            # dropped: labelled, they would teach the model values under the wrong names (and
+            # their length no longer fits FEATURE_NAMES). Their labels are lost, as if expired.
+            pending={k: Pending(v[0], list(v[1])) for k, v in d["p"].items()}
+            if d.get("fs") == FEATURE_SET else {},
             features_applied=d["n"],
             last_ts=d["t"],
         )

@@ -38,7 +38,8 @@ TOP_CONTRIBUTIONS: Final = 5
 #: and examples start from. Ratios that mean "flat" or "all paid" are 1, day counters "long
 #: ago" (the features cap them at 365), everything else 0.
 NEUTRAL_FEATURES: Final[Mapping[str, float]] = {
-    name: (1.0 if name in ("inflow_trend", "paid_due_ratio_3", "spend_velocity_24h")
+    name: (1.0 if name in ("inflow_trend", "paid_due_ratio_3", "payment_ratio_3",
+                         "amount_due_trend", "liabilities_trend", "spend_velocity_24h")
            else 365.0 if name in ("days_since_ontime", "days_since_missed", "days_since_open")
            else 0.0)
     for name in FEATURE_NAMES

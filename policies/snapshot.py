@@ -44,6 +44,7 @@ from typing import Any, Final, NoReturn
 
 import orjson
 
+from features.names import FEATURE_SET
 from policies.model import RiskModel, state_version
 
 __all__ = [
@@ -80,7 +81,8 @@ _KEY_PREFIX: Final = b"model@"
 class SnapshotRejected(Exception):
     """A snapshot that must not be loaded. ``reason`` is a stable code: ``no_key``,
     ``oversize``, ``bad_format``, ``bad_mac``, ``bad_payload``, ``version_mismatch``,
-    ``bad_state`` or ``key_mismatch``."""
+    ``bad_state`` (also: learnt on another feature set than this code's) or
+    ``key_mismatch``."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
@@ -102,7 +104,9 @@ class Snapshot:
 
 def sign_snapshot(state: Mapping[str, Any], *, key: bytes, meta: Mapping[str, Any]) -> bytes:
     """Serialise and authenticate ``state`` with ``meta`` (which must carry ``version``,
-    ``n_learned``, ``labels_offset`` and ``created_ts``, consistent with the state).
+    ``n_learned``, ``labels_offset`` and ``created_ts``, consistent with the state). The
+    metadata is stamped with ``features``: this code's
+    :data:`~features.names.FEATURE_SET`, the features the model was learnt on.
 
     Raises ``ValueError`` rather than publish a snapshot every worker would refuse (weak key,
     inconsistent metadata, oversize).
@@ -113,7 +117,7 @@ def sign_snapshot(state: Mapping[str, Any], *, key: bytes, meta: Mapping[str, An
     if missing:
         raise ValueError(f"snapshot meta lacks {', '.join(missing)}")
     _check_meta(meta, state, err=ValueError)
-    payload = orjson.dumps({"meta": dict(meta), "model": dict(state)})
+    payload = orjson.dumps({"meta": {**meta, "features": FEATURE_SET}, "model": dict(state)})
     raw = MAGIC + _mac(key, payload) + payload
     if len(raw) > MAX_SNAPSHOT_BYTES:
         raise ValueError(f"snapshot of {len(raw)} bytes exceeds {MAX_SNAPSHOT_BYTES}")
@@ -144,6 +148,13 @@ def verify_snapshot(raw: bytes, *, key: bytes) -> Snapshot:
     if not isinstance(meta, dict) or not isinstance(state, dict):
         raise SnapshotRejected("bad_payload", "payload lacks meta or model")
     _check_meta(meta, state, err=None)
+    if meta.get("features") != FEATURE_SET:
+        # Weights learnt on other features would score this code's vectors as if the new
+        # features were absent (and the dropped ones 0): refused, a worker decides on rules
+        # until its trainer publishes a model learnt on the current features.
+        raise SnapshotRejected(
+            "bad_state", f"learnt on feature set {meta.get('features')!r}, this code computes "
+            f"{FEATURE_SET!r}")
     try:
         model = RiskModel.from_state(state)
     except ValueError as exc:

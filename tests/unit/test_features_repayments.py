@@ -125,6 +125,37 @@ def test_paid_due_ratio_of_last_three_due() -> None:
     assert v["overdue_amount"] == 500 + 1_000
 
 
+def test_payment_behaviour_tells_minimum_payers_from_transactors() -> None:
+    now = T0 + 100 * DAY_MS
+    events: list[InputEvent] = []
+    # Oldest first: a full balance cleared (1 000 due, 8 000 paid), then three statements of
+    # a growing balance paid exactly the minimum, the last one not yet paid (short by all).
+    for i, (amount, pay) in enumerate(((1_000, 8_000), (1_000, 1_000), (2_000, 2_000),
+                                       (3_000, 0))):
+        events.append(due(T0, f"i{i}", amount, T0 + (i + 1) * 10 * DAY_MS))
+        if pay:
+            events.append(paid(T0 + i * 10 * DAY_MS, f"i{i}", pay))
+    s, _ = run(events)
+    v = vector(s, now, LIMIT)
+    # The 3 latest due: 1 000 / 1 000 and 2 000 / 2 000 at the minimum, 0 / 3 000.
+    assert v["payment_ratio_3"] == pytest.approx(3_000 / 6_000)
+    assert v["min_payments_3"] == 2
+    assert v["amount_due_trend"] == 3.0  # 3 000 now vs 1 000 three statements before
+    # Before the last statement fell due: the cleared balance is among the 3, uncapped.
+    v = vector(s, T0 + 35 * DAY_MS, LIMIT)
+    assert v["payment_ratio_3"] == pytest.approx(11_000 / 4_000)
+    assert v["paid_due_ratio_3"] == 1.0
+    # A statement issued but not yet due already moves the trend (it states the balance).
+    s, _ = run([due(T0, f"j{i}", 1_000 * (i + 1), T0 + (i + 1) * 10 * DAY_MS) for i in range(4)])
+    assert vector(s, T0, LIMIT)["amount_due_trend"] == 4.0
+    assert vector(s, T0, LIMIT)["payment_ratio_3"] == 1.0  # none due yet
+    # Capped, and 1.0 (flat) without four statements.
+    s, _ = run([due(T0, "k0", 1, T0 + DAY_MS), paid(T0, "k0", 50_000),
+                due(T0, "k1", 1, T0 + 2 * DAY_MS)])
+    v = vector(s, T0 + 3 * DAY_MS, LIMIT)
+    assert (v["payment_ratio_3"], v["min_payments_3"], v["amount_due_trend"]) == (RATIO_CAP, 0, 1.0)
+
+
 def test_overdue_amount_is_strictly_past_due() -> None:
     due_ts = T0 + 10 * DAY_MS
     s, _ = run([due(T0, "i1", 1_000, due_ts), paid(T0 + DAY_MS, "i1", 300)])

@@ -22,6 +22,7 @@ from features.installments import MAX_OPEN, RESOLVED_KEPT
 from features.names import FEATURE_NAMES
 from features.state import DAY_FIELDS, FeatureState
 from features.update import MAX_CATEGORIES, MAX_COUNTRIES
+from features.vector import RATIO_CAP
 from features.windows import (
     DAY_MS,
     DAYS_SPAN,
@@ -36,6 +37,7 @@ from streams.records import (
     InstallmentDue,
     InstallmentOverdue,
     InstallmentPaid,
+    LiabilitiesReported,
     Transaction,
     TransactionKind,
 )
@@ -55,7 +57,9 @@ def rich_state() -> FeatureState:
     events += [InstallmentDue("d1", "u1", T0, "i1", 5_000, T0 + 10 * DAY_MS, "CNY"),
                InstallmentOverdue("od", "u1", T0 + 12 * DAY_MS, "i1", 2),
                InstallmentPaid("p1", "u1", T0 + 13 * DAY_MS, "i1", 5_000, "CNY"),
-               InstallmentDue("d2", "u1", T0, "i2", 5_000, T0 + 40 * DAY_MS, "CNY")]
+               InstallmentDue("d2", "u1", T0, "i2", 5_000, T0 + 40 * DAY_MS, "CNY"),
+               LiabilitiesReported("l1", "u1", T0 + DAY_MS, 40_000, "CNY"),
+               LiabilitiesReported("l2", "u1", T0 + 20 * DAY_MS, 60_000, "CNY")]
     s = new_state()
     for ev in sorted(events, key=lambda e: e.ts):
         s = update(s, ev, 50_000, CFG).state
@@ -117,6 +121,42 @@ def test_clone_shares_no_mutable_container() -> None:
     assert s.hours and s.days and s.installments and s.util_peaks  # nested lists were seen
 
 
+def test_a_state_stored_before_the_previous_liabilities_report_decodes() -> None:
+    # Written by the code before ``lp`` existed (an opening, reports of 100 000 and then
+    # 150 000 liabilities, a purchase, a statement): still format 1, and it decodes with no
+    # previous report, so the trend reads flat until the next report.
+    old = {"v": 1, "t": 1770681600000, "f": 1767225600000, "o": 1767225600000, "b": 20000,
+           "u": 4000, "in": [900000, 1767225600000], "li": [150000, 1770681600000],
+           "a": [0, 1767398400000], "n": [206524448610340, 2000, 1769212800000, 0, 0, 0, 0]}
+    s = from_dict(old)
+    assert (s.liabilities, s.prev_liabilities, s.prev_liabilities_ts) == (150_000, 0, 0)
+    assert to_dict(s) == old  # nothing new to write: what an older reader reads
+    now = 1770681600000
+    assert vector(s, now, 50_000)["liabilities_trend"] == 1.0
+    s = update(s, LiabilitiesReported("l3", "u1", now + DAY_MS, 300_000, "CNY"), 50_000,
+               CFG).state
+    assert to_dict(s)["lp"] == [150_000, now]
+    assert vector(s, now + DAY_MS, 50_000)["liabilities_trend"] == 2.0
+
+
+def test_liabilities_trend_compares_the_latest_report_with_the_one_before() -> None:
+    def trend(*reports: tuple[int, int]) -> float:
+        s = new_state()
+        for i, (day, amount) in enumerate(reports):
+            s = update(s, LiabilitiesReported(f"l{i}", "u1", T0 + day * DAY_MS, amount, "CNY"),
+                       0, CFG).state
+        return vector(s, T0 + 400 * DAY_MS, 0)["liabilities_trend"]
+
+    assert trend() == trend((1, 5_000)) == 1.0  # no report before the latest: flat
+    assert trend((1, 100_000), (30, 150_000)) == 1.5
+    assert trend((30, 150_000), (1, 100_000)) == 1.5  # by event time, not arrival
+    assert trend((1, 100_000), (60, 150_000), (30, 50_000)) == 3.0  # a late one in between
+    assert trend((1, 100_000), (30, 150_000), (30, 120_000)) == 1.2  # the same time: restated
+    assert trend((1, 0), (30, 0)) == 1.0  # nothing owed, twice: flat
+    assert trend((1, 0), (30, 10_000)) == RATIO_CAP  # debt elsewhere appears
+    assert trend((1, 10_000), (30, 0)) == 0.0
+
+
 def test_unknown_version_is_refused() -> None:
     with pytest.raises(ValueError, match="version"):
         from_dict({"v": 99})
@@ -128,7 +168,8 @@ def test_worst_case_size_is_under_the_bound() -> None:
     nm, nh, nd = t // 60_000, t // 3_600_000, t // DAY_MS
     a = 10**9 - 1
     s = FeatureState(last_ts=t, first_ts=t, open_ts=t, balance=10**12, income=10**12,
-                     income_ts=t, liabilities=10**12, liabilities_ts=t, ontime_ts=t, missed_ts=t,
+                     income_ts=t, liabilities=10**12, liabilities_ts=t, prev_liabilities=10**12,
+                     prev_liabilities_ts=t, ontime_ts=t, missed_ts=t,
                      too_late=10**9, anomaly=10_000, anomaly_ts=t, util=100_000)
     s.minutes = {nm - i: [99_999, a, a] for i in range(MINUTES_SPAN)}
     s.hours = {nh - i: [99_999, a, a] for i in range(HOURS_SPAN)}

@@ -92,6 +92,12 @@ def population(
     f["days_since_missed"] = np.where(late > 0, np.minimum(rng.exponential(90, n), 365), 365.0)
     f["paid_due_ratio_3"] = np.clip(1 - 0.1 * late + rng.normal(0, 0.05, n), 0, 1.2)
     f["overdue_amount"] = np.where(late > 0, rng.lognormal(10, 1, n), 0.0)
+    # Payment behaviour and the balance's trend: derived, as below; outside the true model, so
+    # mostly noise (the payment ratio follows paid / due).
+    f["payment_ratio_3"] = f["paid_due_ratio_3"] * (1.0 + 10.0 * f["night_share_30d"])
+    f["min_payments_3"] = np.minimum(f["merchant_categories_24h"], 3.0)
+    f["amount_due_trend"] = 1.0 + f["cross_border_share_30d"]
+    f["liabilities_trend"] = 1.0 + f["refund_ratio_30d"]
     f["days_since_open"] = rng.uniform(30, 3000, n)
     f["anomaly_score"] = rng.beta(2, 8, n)
     # The last hour's anomaly scores: derived, so that the draws above (and the labels) stay.

@@ -302,6 +302,17 @@ def test_a_non_actionable_main_driver_cannot_cut_and_is_never_shown() -> None:
     assert d.action is Action.CUT and d.top_features == (("utilization", 2.0),)
 
 
+def test_payment_behaviour_and_debt_trends_are_actionable_reasons() -> None:
+    # Paying only the minimum, a growing balance carried, debt elsewhere rising: each is the
+    # customer's to change, so each may be the main reason of a score cut, and is shown.
+    o = obs(tx(100), pd=0.3, ontime_count_12=6)
+    for name in ("payment_ratio_3", "min_payments_3", "amount_due_trend", "liabilities_trend"):
+        driven = dataclasses.replace(o, risk=dataclasses.replace(
+            o.risk, contributions=((name, 2.0), ("days_since_open", 0.5))))
+        _, d = step(account(0), driven)
+        assert d.action is Action.CUT and d.top_features == ((name, 2.0),), name
+
+
 def test_no_slow_cut_soon_after_a_raise_without_new_evidence() -> None:
     acc, d = step(account(0), obs(paid(100), **GOOD))
     assert d.action is Action.RAISE

@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from features import FeatureConfig
+from features.names import FEATURE_NAMES, FEATURE_SET
 from lab.replay import Replay
 from policies.engine import Engine, Output, Source, StepResult, UserState
 from policies.processor import REKEYED, BatchResult, Processor, RawRecord
@@ -270,6 +271,33 @@ def test_states_stored_before_payload_hashes_still_catch_duplicates() -> None:
     feed.stored["u1"] = UserState.from_dict(old).encode()
     assert dict(feed.send(purchase(1, T0 + HOUR, amount=5)).duplicates) == {
         ("transactions", "event_id"): 1}
+
+
+def test_pending_labels_of_another_feature_set_are_dropped_not_mislabelled() -> None:
+    feed = Feed()
+    feed.send(opened())
+    feed.send(purchase(1, T0 + HOUR))
+    feed.send(event("repayments", 2, "due", T0 + 2 * HOUR, installment_id="i1",
+                    amount_due=5_000, due_ts=T0 + 480 * HOUR, currency="CNY"))
+    state = feed.states["u1"]
+    assert list(state.pending) == ["i1"] and len(state.pending["i1"].x) == len(FEATURE_NAMES)
+    stored = state.to_dict()
+    assert stored["fs"] == FEATURE_SET
+    assert UserState.from_dict(stored).pending == state.pending  # the same set: kept
+    # Stored by the code before the feature set changed: no set named, a shorter vector.
+    old = {k: v for k, v in stored.items() if k != "fs"}
+    old["p"] = {"i1": [T0 + 480 * HOUR, stored["p"]["i1"][1][:39]]}
+    feed.stored["u1"] = UserState.from_dict(old).encode()
+    assert UserState.decode(feed.stored["u1"]).pending == {}
+    # Its payment resolves the installment without a label (and without failing).
+    payment = event("repayments", 3, "paid", T0 + 3 * HOUR, installment_id="i1",
+                    amount_paid=5_000, currency="CNY")
+    current = Feed()
+    current.stored["u1"], current.offsets = state.encode(), dict(feed.offsets)
+    for f, labels in ((current, 1), (feed, 0)):  # labelled with the current set only
+        out = f.send(payment)
+        assert len(out.applied) == 1
+        assert len([o for o in out.outputs if o.topic == "labels"]) == labels
 
 
 # -- bounded dead letters ----------------------------------------------------------------------

@@ -10,6 +10,7 @@ import pathlib
 import orjson
 import pytest
 
+from features.names import FEATURE_SET
 from policies.model import RiskModel
 from policies.snapshot import (
     MAGIC,
@@ -41,6 +42,7 @@ def meta_of(m: RiskModel, **extra: object) -> dict[str, object]:
         "n_learned": m.n_learned,
         "labels_offset": 49,
         "created_ts": TS,
+        "features": FEATURE_SET,
         **extra,
     }
 
@@ -120,6 +122,20 @@ def test_oversize_is_refused_before_any_work(model: RiskModel) -> None:
     huge = {**meta_of(model), "padding": "x" * MAX_SNAPSHOT_BYTES}
     with pytest.raises(ValueError, match="exceeds"):
         sign_snapshot(model.to_state(), key=KEY, meta=huge)
+
+
+def test_a_snapshot_learnt_on_another_feature_set_is_refused(model: RiskModel) -> None:
+    # Signed snapshots name the feature set of the code that signed them...
+    raw = sign_snapshot(model.to_state(), key=KEY, meta={**meta_of(model), "features": "x"})
+    assert verify_snapshot(raw, key=KEY).meta["features"] == FEATURE_SET
+    # ...and one from before the feature set changed (no name, or another one) is refused:
+    # its weights do not describe this code's vectors.
+    state = model.to_state()
+    old = {k: v for k, v in meta_of(model).items() if k != "features"}
+    for meta in (old, {**old, "features": "0123456789ab"}):
+        with pytest.raises(SnapshotRejected) as e:
+            verify_snapshot(forge({"meta": meta, "model": state}), key=KEY)
+        assert e.value.reason == "bad_state" and "feature set" in e.value.detail
 
 
 def test_authenticated_but_inconsistent_payloads_are_refused(model: RiskModel) -> None:
