@@ -274,8 +274,11 @@ def serving(group: Group) -> list[int]:
     records (a worker still recovering, or left without a partition, may not for a while)."""
     slots = []
     for slot, w in sorted(group.live.items()):
-        if ready(w) and owners(w).get(w.url.rstrip("/")):
-            slots.append(slot)
+        try:
+            if ready(w) and owners(w).get(w.url.rstrip("/")):
+                slots.append(slot)
+        except OSError:  # it died as it was asked (an armed worker in its window): not serving
+            continue
     return slots
 
 
