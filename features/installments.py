@@ -198,6 +198,14 @@ def repayment_counts(state: FeatureState) -> tuple[int, int]:
     return ontime, late
 
 
+def _latest_due(state: FeatureState, now_ts: int) -> list[list[int]]:
+    """The :data:`RATIO_LAST` installments with the latest due dates at or before ``now_ts``,
+    latest first (the installment id breaks a tie, whatever the order they came in)."""
+    items = [(r[I_DUE_TS], k, r) for k, r in state.installments.items() if r[I_DUE_TS] <= now_ts]
+    items.sort(reverse=True)
+    return [r for _, _, r in items[:RATIO_LAST]]
+
+
 def paid_due_ratio(state: FeatureState, now_ts: int) -> float:
     """Paid / due (each payment capped at its amount due) over the :data:`RATIO_LAST`
     installments with the latest due dates at or before ``now_ts``; 1.0 when there are none.
@@ -209,11 +217,7 @@ def paid_due_ratio(state: FeatureState, now_ts: int) -> float:
     >>> paid_due_ratio(new_state(), 0)
     1.0
     """
-    items = [(r[I_DUE_TS], k, r) for k, r in state.installments.items() if r[I_DUE_TS] <= now_ts]
-    if not items:
-        return 1.0
-    items.sort(reverse=True)  # latest due first; the key breaks ties independently of order
-    recs = [r for _, _, r in items[:RATIO_LAST]]
+    recs = _latest_due(state, now_ts)
     due = sum(r[I_DUE] for r in recs)
     paid = sum(min(r[I_PAID], r[I_DUE]) for r in recs)
     return paid / due if due > 0 else 1.0
@@ -241,11 +245,7 @@ def payment_behaviour(state: FeatureState, now_ts: int, cap: float) -> tuple[flo
     >>> payment_behaviour(s, 3 * DAY_MS, 10.0), payment_behaviour(new_state(), 0, 10.0)
     ((2.0, 2), (1.0, 0))
     """
-    items = [(r[I_DUE_TS], k, r) for k, r in state.installments.items() if r[I_DUE_TS] <= now_ts]
-    if not items:
-        return 1.0, 0
-    items.sort(reverse=True)  # latest due first; the key breaks ties independently of order
-    recs = [r for _, _, r in items[:RATIO_LAST]]
+    recs = _latest_due(state, now_ts)
     due = sum(r[I_DUE] for r in recs)
     paid = sum(r[I_PAID] for r in recs)
     ratio = min(cap, paid / due) if due > 0 else 1.0
