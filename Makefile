@@ -19,7 +19,7 @@ demo: $(STAMP)
 # The suite runs its test files in TEST_PROCESSES processes (pytest-xdist; a file's tests stay
 # together, so a module's fixture runs once; each process starts its own embedded broker).
 # Most of an end-to-end test is waiting for a group to rebalance or a phase to be committed:
-# on a fresh clone, 2 cores, nothing else running, the whole target took 463 s wall for 567
+# on a fresh clone, 2 cores, nothing else running, the whole target took 465 s wall for 567
 # CPU-seconds (user + system) this way, where the serial run of the session before took 917 s.
 TEST_PROCESSES ?= 2
 
